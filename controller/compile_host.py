@@ -1,0 +1,139 @@
+"""Compile a hypervisor's Host Agent data path (pure).
+
+br-int, table 0 (classify):
+  - from the GRE port with tun_id = DIP, to VIP:port: conntrack (zone = the VM's port) commits
+    and DNATs to DIP:backend-port, then the frame is addressed to the VM and delivered. Backends
+    that are draining keep this flow, so their established connections go on.
+  - from a VM: its ARP for the gateway is answered with GATEWAY_MAC; its packets from a
+    backend DIP:port go through conntrack in the same zone with `nat` (reverse NAT) to table 1.
+br-int, table 1 (reply): established reply packets (now VIP:port -> client) go to br-phy.
+br-phy, table 0: ARP from the uplink teaches table 1 the router's MAC (learn); DSR replies from
+  br-int are sent to table 1 (router MAC, out of the uplink); everything else NORMAL (GRE
+  to the LOCAL port, where OVS decapsulates it into br-int).
+"""
+
+from __future__ import annotations
+
+from ananta.bridges import (
+    GATEWAY_MAC,
+    INT_GRE_OFPORT,
+    INT_PATCH_OFPORT,
+    PHY_PATCH_OFPORT,
+    PHY_UPLINK_OFPORT,
+)
+from ananta.controller.flows import (
+    CT_EST,
+    CT_INV,
+    CT_RPL,
+    CT_TRK,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    IP_PROTO,
+    PORT_IN_PORT,
+    PORT_NORMAL,
+    Ct,
+    Flow,
+    FlowKind,
+    Learn,
+    LearnLoad,
+    Move,
+    Nat,
+    Output,
+    Resubmit,
+    SetField,
+    SwitchProgram,
+    ip_int,
+    learned_cookie,
+    match,
+)
+from ananta.controller.model import HostNode, Services, Vm
+from ananta.controller.pipeline import check_flows
+
+PRIO_SERVICE = 300
+PRIO_VM = 200
+PRIO_DEFAULT = 0
+PRIO_LEARNED = 10
+
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+
+def conntrack_zone(vm: Vm) -> int:
+    return vm.ofport
+
+
+def arp_responder(vm: Vm) -> Flow:
+    """Answer `who-has <gateway>` from the VM with GATEWAY_MAC, out of the port it came in."""
+    return Flow(
+        0, PRIO_VM,
+        match(in_port=vm.ofport, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=vm.gateway),
+        (
+            Move("eth_src", "eth_dst", 48),
+            SetField("eth_src", GATEWAY_MAC),
+            SetField("arp_op", ARP_REPLY),
+            Move("arp_sha", "arp_tha", 48),
+            Move("arp_spa", "arp_tpa", 32),
+            SetField("arp_sha", GATEWAY_MAC),
+            SetField("arp_spa", vm.gateway),
+            Output(PORT_IN_PORT),
+        ),
+        FlowKind.ARP, vm.name,
+    )
+
+
+def compile_host_int(services: Services, host: HostNode) -> SwitchProgram:
+    vms = {vm.address: vm for vm in host.vms}
+    flows = {
+        Flow(0, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(1, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(1, PRIO_VM,
+             match(ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV),
+                   eth_type=ETH_TYPE_IP),
+             (Output(INT_PATCH_OFPORT),), FlowKind.REPLY, "dsr"),
+    }
+    flows |= {arp_responder(vm) for vm in host.vms}
+    for vip in services.vips:
+        for ep in vip.endpoints:
+            proto = IP_PROTO[ep.protocol]
+            for be in ep.backends:
+                vm = vms.get(be.address)
+                if vm is None or be.state == "inactive":
+                    continue
+                zone = conntrack_zone(vm)
+                flows.add(Flow(
+                    0, PRIO_SERVICE,
+                    match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(be.address),
+                          eth_type=ETH_TYPE_IP, ip_proto=proto, ipv4_dst=vip.address,
+                          **{f"{ep.protocol}_dst": ep.port}),
+                    (
+                        Ct(zone=zone, commit=True, nat=Nat(be.address, be.port)),
+                        SetField("eth_src", GATEWAY_MAC),
+                        SetField("eth_dst", vm.mac),
+                        Output(vm.ofport),
+                    ),
+                    FlowKind.DECAP_DNAT, f"{vip.address}:{ep.protocol}:{ep.port}>{be.address}"))
+                # One reply flow per DIP:port, shared by every VIP that uses it.
+                flows.add(Flow(
+                    0, PRIO_VM,
+                    match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
+                          ipv4_src=be.address, **{f"{ep.protocol}_src": be.port}),
+                    (Ct(zone=zone, table=1, nat=Nat()),),
+                    FlowKind.REPLY, f"{be.address}:{ep.protocol}:{be.port}"))
+    program = SwitchProgram(frozenset(flows))
+    check_flows("host", "int", program.flows)
+    return program
+
+
+def compile_host_phy() -> SwitchProgram:
+    learn_router_mac = Learn(
+        table=1, priority=PRIO_LEARNED, cookie=learned_cookie(FlowKind.ROUTER_MAC),
+        loads=(LearnLoad("eth_src", "eth_dst", 48),), output_from="in_port")
+    flows = frozenset({
+        Flow(0, PRIO_DEFAULT, match(), (Output(PORT_NORMAL),), FlowKind.DEFAULT, "normal"),
+        Flow(0, PRIO_VM, match(in_port=PHY_UPLINK_OFPORT, eth_type=ETH_TYPE_ARP),
+             (learn_router_mac, Output(PORT_NORMAL)), FlowKind.ROUTER_MAC, "learn"),
+        Flow(0, PRIO_VM, match(in_port=PHY_PATCH_OFPORT), (Resubmit(1),),
+             FlowKind.ROUTER_MAC, "dsr"),
+        Flow(1, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+    })
+    check_flows("host", "phy", flows)
+    return SwitchProgram(flows)

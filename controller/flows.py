@@ -1,0 +1,213 @@
+"""OpenFlow flows and groups as frozen value objects (pure).
+
+A switch's desired state is a `SwitchProgram`: a set of `Flow`s and `Group`s. Flows carry a
+64-bit cookie that names their owner and fingerprints their content:
+
+    0xA7 | kind (8 bits) | owner (16 bits, hash of the owner key) | digest (32 bits)
+
+so a flow installed on a switch is "ours and up to date" exactly when its cookie is in the
+desired set: reconciling a switch is a set difference over cookies, with no need to parse
+matches back. Flows created by `learn()` carry the LEARNED tag and are left alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+COOKIE_TAG = 0xA7
+LEARNED_TAG = 0xA8
+COOKIE_TAG_SHIFT = 56
+COOKIE_TAG_MASK = 0xFF << COOKIE_TAG_SHIFT
+
+# Reserved OpenFlow ports (same numbers as the OpenFlow 1.3+ specification).
+PORT_IN_PORT = 0xFFFFFFF8
+PORT_NORMAL = 0xFFFFFFFA
+PORT_LOCAL = 0xFFFFFFFE
+
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP = 0x0806
+IP_PROTO = {"tcp": 6, "udp": 17}
+
+# Conntrack state bits as OVS defines them for ct_state.
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+class FlowKind(enum.IntEnum):
+    DEFAULT = 1  # table-miss and fixed plumbing
+    VIP_STEER = 2  # mux br-phy: VIP traffic into the LB pipeline
+    VIP_ENDPOINT = 3  # mux br-int: endpoint -> select group
+    VIP_NO_ENDPOINT = 4  # mux br-int: VIP but no such endpoint -> drop (counted)
+    DECAP_DNAT = 5  # host br-int: from tunnel, DNAT to the DIP, deliver to the VM
+    REPLY = 6  # host br-int: from the VM, reverse NAT, DSR to the router
+    ARP = 7  # host br-int: answer the VM's ARP for its gateway
+    ROUTER_MAC = 8  # host br-phy: learn the router's MAC, send DSR replies to it
+
+
+Match = tuple[tuple[str, Any], ...]
+
+
+def match(**fields: Any) -> Match:
+    """A canonical (sorted) match; values are ints, dotted IPs, MACs or (value, mask) pairs."""
+    return tuple(sorted(fields.items()))
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class GroupAction:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class Nat:
+    """Conntrack NAT: with no address, applies the connection's existing (reverse) binding."""
+
+    dst_address: str | None = None
+    dst_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Ct:
+    zone: int
+    commit: bool = False
+    table: int | None = None  # recirculate to this table after conntrack
+    nat: Nat | None = None
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    table: int
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class LearnLoad:
+    """In a learned flow: load the value `src` has now into `dst` when it runs."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class Learn:
+    """Add (or refresh) a flow in `table` whose actions are loads then output to `output_from`."""
+
+    table: int
+    priority: int
+    cookie: int
+    loads: tuple[LearnLoad, ...]
+    output_from: str | None = None
+    idle_timeout: int = 0
+
+
+Action = Output | SetField | GroupAction | Ct | Resubmit | Move | Learn
+
+
+def learned_cookie(kind: FlowKind) -> int:
+    return (LEARNED_TAG << COOKIE_TAG_SHIFT) | (int(kind) << 48)
+
+
+def _digest(text: str, size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    kind: FlowKind
+    owner: str = ""
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    cookie: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        content = repr((self.table, self.priority, self.match, self.actions,
+                        self.idle_timeout, self.hard_timeout))
+        cookie = (
+            (COOKIE_TAG << COOKIE_TAG_SHIFT)
+            | (int(self.kind) << 48)
+            | (_digest(self.owner, 2) << 32)
+            | _digest(content, 4)
+        )
+        object.__setattr__(self, "cookie", cookie)
+
+    @property
+    def key(self) -> tuple[int, int, Match]:
+        """What OpenFlow treats as the flow's identity: two flows with one key cannot coexist."""
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    bucket_id: int
+    weight: int
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A select group hashing `hash_fields` (OVS selection_method=hash, OpenFlow 1.5)."""
+
+    group_id: int
+    buckets: tuple[Bucket, ...]
+    hash_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SwitchProgram:
+    flows: frozenset[Flow] = frozenset()
+    groups: frozenset[Group] = frozenset()
+
+    def __post_init__(self) -> None:
+        seen: dict[tuple[int, int, Match], Flow] = {}
+        for flow in self.flows:
+            if flow.key in seen:
+                raise ValueError(f"two flows share table/priority/match: {flow} and {seen[flow.key]}")
+            seen[flow.key] = flow
+        ids = [g.group_id for g in self.groups]
+        if len(ids) != len(set(ids)):
+            raise ValueError("two groups share a group id")
+
+    @property
+    def cookies(self) -> frozenset[int]:
+        return frozenset(f.cookie for f in self.flows)
+
+
+def is_ours(cookie: int) -> bool:
+    return cookie >> COOKIE_TAG_SHIFT == COOKIE_TAG
+
+
+def is_learned(cookie: int) -> bool:
+    return cookie >> COOKIE_TAG_SHIFT == LEARNED_TAG
+
+
+def ip_int(address: str) -> int:
+    return int(ipaddress.IPv4Address(address))
+
+
+def stable_id(key: str, limit: int = 0xFFFFFF00) -> int:
+    """A small stable id (group id, bucket id) from a key; the same on every Manager replica."""
+    return 1 + _digest(key, 4) % (limit - 1)

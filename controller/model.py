@@ -1,0 +1,207 @@
+"""The Manager's model: VIPs, endpoints, backends (services) and the node inventory (pure).
+
+A services document (YAML) looks like::
+
+    vips:
+      - name: web
+        address: 203.0.113.10
+        endpoints:
+          - protocol: tcp
+            port: 80
+            backends:
+              - {address: 10.1.0.11, port: 8080, weight: 100}
+
+The inventory (part of the Manager's config) says which Muxes and hypervisors exist, their
+underlay addresses and datapath ids, and which VMs (DIPs) each hypervisor hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from ananta.config import ConfigError, InvalidConfig, StrictModel, join_path
+
+MAX_BACKENDS_PER_ENDPOINT = 256
+MAX_WEIGHT = 1000
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {value!r}") from None
+
+
+def _mac(value: str) -> str:
+    value = value.lower()
+    if not _MAC.match(value):
+        raise ValueError(f"not a MAC address: {value!r}")
+    if int(value[:2], 16) & 1:
+        raise ValueError(f"multicast MAC address: {value!r}")
+    return value
+
+
+def _dpid(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{16}", value.lower()):
+        raise ValueError(f"not a 16-hex-digit datapath id: {value!r}")
+    return value.lower()
+
+
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+Mac = Annotated[str, AfterValidator(_mac)]
+DatapathId = Annotated[str, AfterValidator(_dpid)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Protocol = Literal["tcp", "udp"]
+BackendState = Literal["active", "draining", "inactive"]
+
+
+class Backend(StrictModel):
+    address: IPv4
+    port: Port
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT)] = 100
+    state: BackendState = "active"
+
+    @property
+    def takes_new_connections(self) -> bool:
+        return self.state == "active" and self.weight > 0
+
+
+class Endpoint(StrictModel):
+    protocol: Protocol
+    port: Port
+    backends: Annotated[list[Backend], Field(min_length=1, max_length=MAX_BACKENDS_PER_ENDPOINT)]
+
+
+class Vip(StrictModel):
+    name: Name
+    tenant: Name = "default"
+    address: IPv4
+    endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+
+
+class Services(StrictModel):
+    vips: list[Vip] = []
+
+
+class Vm(StrictModel):
+    name: Name
+    address: IPv4
+    mac: Mac
+    ofport: Annotated[int, Field(ge=10, le=60000)]
+    gateway: IPv4
+
+
+class BridgeIds(StrictModel):
+    int: DatapathId
+    phy: DatapathId
+
+
+class MuxNode(StrictModel):
+    name: Name
+    underlay_address: IPv4
+    datapath_ids: BridgeIds
+
+
+class HostNode(StrictModel):
+    name: Name
+    underlay_address: IPv4
+    datapath_ids: BridgeIds
+    vms: list[Vm] = []
+
+
+class Inventory(StrictModel):
+    vip_pool: list[str] = ["0.0.0.0/0"]
+    muxes: list[MuxNode] = []
+    hosts: list[HostNode] = []
+
+
+def _duplicates(items: list[tuple[str, object]]) -> list[ConfigError]:
+    seen: dict[object, str] = {}
+    errors = []
+    for path, key in items:
+        if key in seen:
+            errors.append(ConfigError(path, f"duplicates {seen[key]} ({key})"))
+        else:
+            seen[key] = path
+    return errors
+
+
+def check_inventory(inv: Inventory, prefix: str = "") -> list[ConfigError]:
+    """Cross-field rules of the inventory: unique names, addresses, dpids, VM ports."""
+    names, addrs, dpids, vm_addrs = [], [], [], []
+    errors: list[ConfigError] = []
+    for i, pool in enumerate(inv.vip_pool):
+        try:
+            ipaddress.IPv4Network(pool)
+        except ValueError:
+            errors.append(ConfigError(join_path(prefix, "vip_pool", i), f"not a network: {pool}"))
+    nodes: list[tuple[str, MuxNode | HostNode]] = [
+        (join_path(prefix, "muxes", i), m) for i, m in enumerate(inv.muxes)
+    ] + [(join_path(prefix, "hosts", i), h) for i, h in enumerate(inv.hosts)]
+    for path, node in nodes:
+        names.append((f"{path}.name", node.name))
+        addrs.append((f"{path}.underlay_address", node.underlay_address))
+        dpids.append((f"{path}.datapath_ids.int", node.datapath_ids.int))
+        dpids.append((f"{path}.datapath_ids.phy", node.datapath_ids.phy))
+    for i, host in enumerate(inv.hosts):
+        ports = []
+        for j, vm in enumerate(host.vms):
+            vpath = join_path(prefix, "hosts", i, "vms", j)
+            vm_addrs.append((f"{vpath}.address", vm.address))
+            ports.append((f"{vpath}.ofport", vm.ofport))
+            names.append((f"{vpath}.name", vm.name))
+        errors += _duplicates(ports)
+    for group in (names, addrs, dpids, vm_addrs):
+        errors += _duplicates(group)
+    return errors
+
+
+def check_services(services: Services, inv: Inventory, prefix: str = "") -> list[ConfigError]:
+    """Cross-field rules of a services document against the inventory.
+
+    A VIP must lie in the pool; VIP:protocol:port is unique across all VIPs of all tenants; a
+    DIP appears once per endpoint and must be a VM the inventory knows (else nothing could
+    deliver to it).
+    """
+    errors: list[ConfigError] = []
+    pools = [ipaddress.IPv4Network(p) for p in inv.vip_pool]
+    known_dips = {vm.address for host in inv.hosts for vm in host.vms}
+    underlay = {n.underlay_address for n in [*inv.muxes, *inv.hosts]}
+    names, endpoints = [], []
+    for i, vip in enumerate(services.vips):
+        vpath = join_path(prefix, "vips", i)
+        names.append((f"{vpath}.name", vip.name))
+        address = ipaddress.IPv4Address(vip.address)
+        if not any(address in pool for pool in pools):
+            errors.append(ConfigError(f"{vpath}.address", f"{vip.address} is outside the VIP pool"))
+        if vip.address in known_dips or vip.address in underlay:
+            errors.append(ConfigError(f"{vpath}.address", f"{vip.address} is a DIP or node address"))
+        for j, ep in enumerate(vip.endpoints):
+            epath = f"{vpath}.endpoints[{j}]"
+            endpoints.append((epath, f"{vip.address} {ep.protocol}/{ep.port}"))
+            dips = []
+            for k, be in enumerate(ep.backends):
+                bpath = f"{epath}.backends[{k}]"
+                dips.append((f"{bpath}.address", be.address))
+                if be.address not in known_dips:
+                    errors.append(
+                        ConfigError(f"{bpath}.address", f"{be.address} is not a VM in the inventory")
+                    )
+            errors += _duplicates(dips)
+    errors += _duplicates(names)
+    errors += _duplicates(endpoints)
+    return errors
+
+
+def validated_services(services: Services, inv: Inventory, source: str) -> Services:
+    errors = check_services(services, inv)
+    if errors:
+        raise InvalidConfig(source, errors)
+    return services

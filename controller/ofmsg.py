@@ -1,0 +1,141 @@
+"""Turn flow and group value objects into os-ken OpenFlow 1.5 messages.
+
+This is the only module that knows os-ken's message classes. It imports os-ken's protocol
+parsers (pure encoders), never its controller.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
+from ananta.controller.flows import (
+    Action,
+    Ct,
+    Flow,
+    Group,
+    GroupAction,
+    Learn,
+    Move,
+    Output,
+    Resubmit,
+    SetField,
+)
+
+NX_NAT_F_DST = 1 << 1
+# OVS's group property choosing the select method (ntr_group_prop_selection_method).
+NTR_VENDOR_ID = 0x0000154D
+NTRT_SELECTION_METHOD = 1
+# OXM headers (class 0x8000, OpenFlow basic) of the fields a select group may hash.
+OXM_HEADERS = {
+    "ip_proto": 0x80001401,
+    "ipv4_src": 0x80001604,
+    "ipv4_dst": 0x80001804,
+    "tcp_src": 0x80001A02,
+    "tcp_dst": 0x80001C02,
+    "udp_src": 0x80001E02,
+    "udp_dst": 0x80002002,
+}
+
+
+def _action(action: Action) -> list[Any]:
+    if isinstance(action, Output):
+        return [parser.OFPActionOutput(action.port, ofp.OFPCML_NO_BUFFER)]
+    if isinstance(action, SetField):
+        return [parser.OFPActionSetField(**{action.field: action.value})]
+    if isinstance(action, GroupAction):
+        return [parser.OFPActionGroup(action.group_id)]
+    if isinstance(action, Resubmit):
+        return [parser.NXActionResubmitTable(in_port=ofp.OFPP_IN_PORT, table_id=action.table)]
+    if isinstance(action, Move):
+        return [parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                       n_bits=action.n_bits)]
+    if isinstance(action, Ct):
+        nat_actions = []
+        if action.nat is not None:
+            nat = action.nat
+            if nat.dst_address is not None:
+                nat_actions.append(parser.NXActionNAT(
+                    flags=NX_NAT_F_DST,
+                    range_ipv4_min=nat.dst_address, range_ipv4_max=nat.dst_address,
+                    range_proto_min=nat.dst_port, range_proto_max=nat.dst_port))
+            else:
+                nat_actions.append(parser.NXActionNAT(flags=0))
+        return [parser.NXActionCT(
+            flags=nicira_ext.NX_CT_F_COMMIT if action.commit else 0,
+            zone_src="", zone_ofs_nbits=action.zone,
+            recirc_table=nicira_ext.NX_CT_RECIRC_NONE if action.table is None else action.table,
+            alg=0, actions=nat_actions)]
+    if isinstance(action, Learn):
+        specs: list[Any] = [
+            parser.NXFlowSpecLoad(src=(load.src, 0), dst=(load.dst, 0), n_bits=load.n_bits)
+            for load in action.loads
+        ]
+        if action.output_from:
+            specs.append(parser.NXFlowSpecOutput(src=(action.output_from, 0), n_bits=32))
+        return [parser.NXActionLearn(
+            table_id=action.table, specs=specs, priority=action.priority,
+            cookie=action.cookie, idle_timeout=action.idle_timeout)]
+    raise TypeError(f"unknown action {action!r}")
+
+
+def actions(acts: tuple[Action, ...]) -> list[Any]:
+    return [a for act in acts for a in _action(act)]
+
+
+def flow_add(datapath: Any, flow: Flow) -> Any:
+    return parser.OFPFlowMod(
+        datapath, cookie=flow.cookie, table_id=flow.table, command=ofp.OFPFC_ADD,
+        idle_timeout=flow.idle_timeout, hard_timeout=flow.hard_timeout,
+        priority=flow.priority, flags=0,
+        match=parser.OFPMatch(**dict(flow.match)),
+        instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions(flow.actions))]
+        if flow.actions else [])
+
+
+def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, match: Any) -> Any:
+    """Delete exactly one installed flow: its match (as the switch reported it) and cookie."""
+    return parser.OFPFlowMod(
+        datapath, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=table,
+        command=ofp.OFPFC_DELETE_STRICT, priority=priority,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
+
+
+def selection_method_property(fields: tuple[str, ...]) -> Any:
+    words = [0]  # pad
+    method = b"hash".ljust(16, b"\0")
+    words += list(struct.unpack("!4I", method))
+    words += [0, 0]  # selection_method_param (64 bits)
+    words += [OXM_HEADERS[f] for f in fields]
+    return parser.OFPGroupPropExperimenter(
+        type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_VENDOR_ID,
+        exp_type=NTRT_SELECTION_METHOD, data=words)
+
+
+def group_mod(datapath: Any, group: Group, command: int) -> Any:
+    buckets = [
+        parser.OFPBucket(
+            bucket_id=b.bucket_id, actions=actions(b.actions),
+            properties=[parser.OFPGroupBucketPropWeight(weight=b.weight)])
+        for b in group.buckets
+    ]
+    return parser.OFPGroupMod(
+        datapath, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
+        buckets=buckets, properties=[selection_method_property(group.hash_fields)])
+
+
+def group_add(datapath: Any, group: Group) -> Any:
+    return group_mod(datapath, group, ofp.OFPGC_ADD)
+
+
+def group_modify(datapath: Any, group: Group) -> Any:
+    return group_mod(datapath, group, ofp.OFPGC_MODIFY)
+
+
+def group_delete(datapath: Any, group_id: int) -> Any:
+    return parser.OFPGroupMod(datapath, command=ofp.OFPGC_DELETE, type_=ofp.OFPGT_SELECT,
+                              group_id=group_id)

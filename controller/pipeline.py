@@ -1,0 +1,69 @@
+"""Each role's OVS table pipeline, declared as data (pure).
+
+Flow compilers check every flow against this declaration, so a flow in the wrong table or
+matching a field its table does not own is a bug caught at compile time (and by unit tests).
+docs/architecture.md describes the same tables in prose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ananta.controller.flows import Flow
+
+
+@dataclass(frozen=True)
+class Table:
+    table_id: int
+    name: str
+    matches: frozenset[str]
+    purpose: str
+
+
+def _t(table_id: int, name: str, matches: str, purpose: str) -> Table:
+    return Table(table_id, name, frozenset(matches.split()), purpose)
+
+
+MUX_PHY = (
+    _t(0, "steer", "in_port eth_type ipv4_dst",
+       "VIP packets from the uplink go to br-int; all else (BGP, ARP, tunnel egress) NORMAL"),
+)
+MUX_INT = (
+    _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst",
+       "VIP endpoint -> its consistent-hash select group (GRE to the DIP's host, key = DIP); "
+       "a VIP port with no endpoint is dropped and counted"),
+)
+HOST_PHY = (
+    _t(0, "ingress", "in_port eth_type",
+       "ARP from the uplink teaches table 1 the router's MAC; DSR replies from br-int go to "
+       "table 1; the rest (GRE to the LOCAL port, ARP) is NORMAL"),
+    _t(1, "to_router", "", "learned: set the router's MAC, out of the uplink"),
+)
+HOST_INT = (
+    _t(0, "classify",
+       "in_port tunnel_id eth_type ip_proto ipv4_dst ipv4_src tcp_dst tcp_src udp_dst udp_src "
+       "arp_op arp_tpa",
+       "from GRE with key = DIP: conntrack DNAT VIP:port -> DIP:port, deliver to the VM; from a "
+       "VM: ARP responder for its gateway, replies through conntrack (reverse NAT) to table 1"),
+    _t(1, "reply", "ct_state eth_type",
+       "established replies (now VIP:port -> client) leave by the patch port to br-phy (DSR)"),
+)
+
+PIPELINES = {
+    ("mux", "phy"): MUX_PHY,
+    ("mux", "int"): MUX_INT,
+    ("host", "phy"): HOST_PHY,
+    ("host", "int"): HOST_INT,
+}
+
+
+def check_flows(role: str, bridge: str, flows: frozenset[Flow]) -> None:
+    """Raise ValueError when a flow does not fit the declared pipeline of (role, bridge)."""
+    tables = {t.table_id: t for t in PIPELINES[(role, bridge)]}
+    for flow in flows:
+        table = tables.get(flow.table)
+        if table is None:
+            raise ValueError(f"{role} br-{bridge}: no table {flow.table} for {flow}")
+        extra = {name for name, _ in flow.match} - table.matches
+        if extra:
+            raise ValueError(f"{role} br-{bridge} table {table.name}: may not match {extra}")

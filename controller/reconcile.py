@@ -1,0 +1,60 @@
+"""Plan how to bring a switch from what it has to what it should have (pure).
+
+Flows are compared by cookie (which fingerprints content, see flows.py); groups by id, with
+the content last sent on this connection when known. The plan is ordered so that no packet
+meets a half-made pipeline: groups first, then new flows (an ADD with an existing
+table/priority/match replaces the old flow in place), then the stale flows, then stale groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ananta.controller.flows import Flow, Group, SwitchProgram, is_learned
+
+
+@dataclass(frozen=True)
+class InstalledFlow:
+    table: int
+    priority: int
+    cookie: int
+    match: Any  # as the switch reported it; handed back verbatim to delete it
+
+
+@dataclass(frozen=True)
+class Plan:
+    add_groups: tuple[Group, ...] = ()
+    modify_groups: tuple[Group, ...] = ()
+    add_flows: tuple[Flow, ...] = ()
+    delete_flows: tuple[InstalledFlow, ...] = ()
+    delete_groups: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add_groups or self.modify_groups or self.add_flows
+                    or self.delete_flows or self.delete_groups)
+
+
+def plan(
+    desired: SwitchProgram,
+    installed_flows: Iterable[InstalledFlow],
+    installed_groups: Mapping[int, Group | None],
+) -> Plan:
+    """`installed_groups` maps each group id on the switch to its known content (or None)."""
+    installed = list(installed_flows)
+    have = {f.cookie for f in installed}
+    want = desired.cookies
+    add_flows = tuple(sorted((f for f in desired.flows if f.cookie not in have),
+                             key=lambda f: (f.table, -f.priority, f.cookie)))
+    delete_flows = tuple(f for f in installed if f.cookie not in want and not is_learned(f.cookie))
+    add_groups, modify_groups = [], []
+    for group in sorted(desired.groups, key=lambda g: g.group_id):
+        if group.group_id not in installed_groups:
+            add_groups.append(group)
+        elif installed_groups[group.group_id] != group:
+            modify_groups.append(group)
+    wanted_ids = {g.group_id for g in desired.groups}
+    delete_groups = tuple(sorted(gid for gid in installed_groups if gid not in wanted_ids))
+    return Plan(tuple(add_groups), tuple(modify_groups), add_flows, delete_flows, delete_groups)
