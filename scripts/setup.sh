@@ -9,7 +9,7 @@ STAMP=$VENV/.ananta-setup-stamp
 
 APT_PACKAGES=(
   openvswitch-switch openvswitch-common python3-openvswitch
-  mininet frr iperf3 ethtool tcpdump curl iputils-ping iproute2 hping3 procps psmisc
+  mininet frr iperf3 ethtool tcpdump curl iputils-ping iputils-arping iproute2 hping3 procps psmisc
   python3 python3-venv python3-dev
 )
 

@@ -1,0 +1,104 @@
+"""`ananta-mux --config FILE`: bootstrap the Mux's OVS, then run ExaBGP with our announcer.
+
+The Manager programs the data path over OpenFlow; this agent makes the bridges exist, keeps
+them there, and runs ExaBGP (restarting it if it dies), whose helper process
+(ananta.mux.announcer) announces the VIPs the data path is programmed for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ananta.agent import bridges_present, converge
+from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
+from ananta.config import InvalidConfig
+from ananta.mux.config import MuxConfig, load_mux_config
+from ananta.shell import CommandFailed
+
+LOG = logging.getLogger("ananta.mux")
+
+
+def write_exabgp_config(config: MuxConfig, config_path: str) -> str:
+    text = exabgp_config(
+        router_id=config.underlay_address,
+        local_address=config.underlay_address,
+        local_as=config.bgp.local_as,
+        peers=[BgpPeer(p.address, p.peer_as) for p in config.bgp.peers],
+        hold_time=config.bgp.hold_time,
+        process_argv=[sys.executable, "-m", "ananta.mux.announcer", "--config",
+                      os.path.abspath(config_path)],
+        md5_password=config.bgp.md5_password,
+    )
+    os.makedirs(config.run_dir, exist_ok=True)
+    path = os.path.join(config.run_dir, "exabgp.conf")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path + ".tmp", 0o600)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def start_exabgp(config: MuxConfig, conf_path: str) -> subprocess.Popen[bytes]:
+    exabgp = os.path.join(os.path.dirname(sys.executable), "exabgp")
+    log = open(os.path.join(config.run_dir, "exabgp.log"), "ab")  # noqa: SIM115
+    LOG.info("starting ExaBGP: %s %s", exabgp, conf_path)
+    return subprocess.Popen([exabgp, conf_path], env={**os.environ, **EXABGP_ENV},
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ananta-mux", description=__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--check-config", action="store_true")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_mux_config(args.config)
+    except InvalidConfig as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("config OK")
+        return 0
+    speaker: subprocess.Popen[bytes] | None = None
+
+    def stop(*_: object) -> None:
+        if speaker is not None and speaker.poll() is None:
+            speaker.terminate()
+            try:
+                speaker.wait(5)
+            except subprocess.TimeoutExpired:
+                speaker.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    converged = False
+    conf_path = ""
+    while True:
+        try:
+            if not converged or not bridges_present(config):
+                converge(config)
+                converged = True
+                LOG.info("%s: bridges converged", config.name)
+        except CommandFailed as exc:
+            converged = False
+            LOG.error("bootstrap failed, retrying: %s", exc)
+        if converged and (speaker is None or speaker.poll() is not None):
+            if speaker is not None:
+                LOG.error("ExaBGP exited with %s; restarting it", speaker.returncode)
+            conf_path = conf_path or write_exabgp_config(config, args.config)
+            speaker = start_exabgp(config, conf_path)
+        time.sleep(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
