@@ -1,0 +1,128 @@
+"""Every config file the lab hands to the real daemons, derived from the plan (pure).
+
+The lab writes these files and starts the same entry points a deployment would:
+ananta-manager (manager.yaml + services.yaml), ananta-mux (mux.yaml), ananta-hostagent
+(hostagent.yaml), and FRR's zebra/bgpd (per-router .conf).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ananta.bridges import FIRST_VM_OFPORT, OPENFLOW_PORT
+from ananta.controller.model import BridgeIds, HostNode, Inventory, MuxNode, Vm
+from ananta.topologies.spec import MUX_AS, LabPlan, Node, dpid, manager_address
+
+
+def node_dir(run_dir: str, node: Node | str) -> str:
+    return os.path.join(run_dir, node if isinstance(node, str) else node.name)
+
+
+def _underlay(plan: LabPlan, node: Node) -> str:
+    address = node.address_of("uplink")
+    assert address, node.name
+    return address
+
+
+def _vms_of(plan: LabPlan, hv: Node) -> list[Node]:
+    return [n for n in plan.nodes.values() if n.role == "vm" and n.hypervisor == hv.name]
+
+
+def inventory(plan: LabPlan) -> Inventory:
+    muxes = [
+        MuxNode(name=m.name, underlay_address=_underlay(plan, m),
+                datapath_ids=BridgeIds(int=dpid("mux", m.index, "int"),
+                                       phy=dpid("mux", m.index, "phy")))
+        for m in plan.by_role("mux")
+    ]
+    hosts = []
+    for hv in plan.by_role("hypervisor"):
+        vms = []
+        for k, vm in enumerate(_vms_of(plan, hv)):
+            eth0 = vm.interfaces[0]
+            assert eth0.address and eth0.mac and vm.gateway
+            vms.append(Vm(name=vm.name, address=eth0.address.split("/")[0], mac=eth0.mac,
+                          ofport=FIRST_VM_OFPORT + k, gateway=vm.gateway))
+        hosts.append(HostNode(name=hv.name, underlay_address=_underlay(plan, hv),
+                              datapath_ids=BridgeIds(int=dpid("hypervisor", hv.index, "int"),
+                                                     phy=dpid("hypervisor", hv.index, "phy")),
+                              vms=vms))
+    return Inventory(vip_pool=[plan.spec.vip_pool], muxes=muxes, hosts=hosts)
+
+
+def manager_config(plan: LabPlan, run_dir: str) -> dict[str, Any]:
+    return {
+        "openflow": {"listen_address": manager_address(plan), "port": OPENFLOW_PORT},
+        "services_file": os.path.join(node_dir(run_dir, "manager"), "services.yaml"),
+        "inventory": inventory(plan).model_dump(mode="json"),
+    }
+
+
+def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:
+    uplink = next(i for i in node.interfaces if i.name == "uplink")
+    leaf = plan.nodes[node.leaf or ""]
+    gateway = leaf.address_of(node.name)
+    role = "mux" if node.role == "mux" else "hypervisor"
+    return {
+        "name": node.name,
+        "ovs_rundir": node_dir(run_dir, node),
+        "datapath_ids": {"int": dpid(role, node.index, "int"),  # type: ignore[arg-type]
+                         "phy": dpid(role, node.index, "phy")},  # type: ignore[arg-type]
+        "uplink": {"interface": "uplink", "address": uplink.address, "gateway": gateway,
+                   "mtu": uplink.mtu},
+        "managers": [f"{manager_address(plan)}:{OPENFLOW_PORT}"],
+    }
+
+
+def mux_config(plan: LabPlan, mux: Node, run_dir: str) -> dict[str, Any]:
+    leaf = plan.nodes[mux.leaf or ""]
+    return {
+        **_node_common(plan, mux, run_dir),
+        "run_dir": node_dir(run_dir, mux),
+        "bgp": {
+            "local_as": MUX_AS,
+            "peers": [{"address": leaf.address_of(mux.name), "peer_as": leaf.asn}],
+            "hold_time": plan.spec.bgp_hold_time,
+        },
+    }
+
+
+def hostagent_config(plan: LabPlan, hv: Node, run_dir: str) -> dict[str, Any]:
+    return {
+        **_node_common(plan, hv, run_dir),
+        "vms": [{"name": vm.name, "interface": vm.name, "ofport": FIRST_VM_OFPORT + k}
+                for k, vm in enumerate(_vms_of(plan, hv))],
+    }
+
+
+def zebra_conf(router: Node) -> str:
+    return f"hostname {router.name}\n"
+
+
+def bgpd_conf(plan: LabPlan, router: Node) -> str:
+    """eBGP to every neighbour router and Mux, ECMP over any AS path, fast timers."""
+    router_id = router.address_of(router.interfaces[0].name)
+    lines = [
+        "frr defaults datacenter",
+        f"hostname {router.name}",
+        "!",
+        f"router bgp {router.asn}",
+        f" bgp router-id {router_id}",
+        " no bgp ebgp-requires-policy",
+        " no bgp network import-check",
+        " bgp bestpath as-path multipath-relax",
+    ]
+    for peer, peer_address, _ in plan.neighbors(router.name):
+        if peer.role in ("router", "mux"):
+            lines.append(f" neighbor {peer_address} remote-as {peer.asn}")
+            hold = plan.spec.bgp_hold_time
+            lines.append(f" neighbor {peer_address} timers {max(1, hold // 3)} {hold}")
+    lines += [
+        " address-family ipv4 unicast",
+        "  redistribute connected",
+        "  maximum-paths 16",
+        " exit-address-family",
+        "!",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,331 @@
+"""The lab runtime (imperative shell): build, start, check and tear down the Clos lab.
+
+Namespaces are named `an-<node>` (iproute2 named namespaces, so `ananta lab exec` and
+`ananta lab down` find them again from any later process, even after a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ananta.config import load_yaml_file, parse_yaml_text
+from ananta.controller.desired import desired_programs, switch_targets
+from ananta.controller.flows import is_ours
+from ananta.controller.model import Services, check_services
+from ananta.shell import CommandFailed, run
+from ananta.topologies import configs
+from ananta.topologies.daemons import Daemon, daemons
+from ananta.topologies.netns import NS_PREFIX, build_commands
+from ananta.topologies.spec import LabPlan, LabSpec, build_plan
+
+RUN_DIR = os.environ.get("ANANTA_LAB_DIR", "/run/ananta/lab")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_SPEC = os.path.join(PACKAGE_DIR, "default.yaml")
+DEMO_SERVICES = os.path.join(PACKAGE_DIR, "demo-services.yaml")
+STATE_FILE = "lab.json"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def lab_namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+
+
+def is_up() -> bool:
+    return os.path.exists(os.path.join(RUN_DIR, STATE_FILE)) and bool(lab_namespaces())
+
+
+def load_plan() -> tuple[LabPlan, Services]:
+    path = os.path.join(RUN_DIR, STATE_FILE)
+    with open(path, encoding="utf-8") as fh:
+        state = json.load(fh)
+    spec = LabSpec.model_validate(state["spec"])
+    services = Services.model_validate(state["services"])
+    return build_plan(spec), services
+
+
+def ns_run(plan: LabPlan, node: str, argv: list[str], env: dict[str, str] | None = None,
+           check: bool = True, timeout: float = 30) -> str:
+    if node not in plan.nodes:
+        raise LabError(f"no node {node!r} in the lab")
+    prefix = ["ip", "netns", "exec", plan.nodes[node].namespace]
+    if env:
+        prefix += ["env", *[f"{k}={v}" for k, v in env.items()]]
+    return run(prefix + argv, check=check, timeout=timeout)
+
+
+def ovs_cmd_env(node: str) -> dict[str, str]:
+    return {"OVS_RUNDIR": configs.node_dir(RUN_DIR, node)}
+
+
+# --- up ------------------------------------------------------------------------------------
+
+def _write(path: str, text: str, owner: str | None = None) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    if owner:
+        shutil.chown(path, owner, owner)
+
+
+def write_configs(plan: LabPlan, services_text: str) -> None:
+    for node in plan.nodes.values():
+        os.makedirs(configs.node_dir(RUN_DIR, node), exist_ok=True)
+    mdir = configs.node_dir(RUN_DIR, "manager")
+    _write(os.path.join(mdir, "manager.yaml"),
+           yaml.safe_dump(configs.manager_config(plan, RUN_DIR), sort_keys=False))
+    _write(os.path.join(mdir, "services.yaml"), services_text)
+    for mux in plan.by_role("mux"):
+        _write(os.path.join(configs.node_dir(RUN_DIR, mux), "mux.yaml"),
+               yaml.safe_dump(configs.mux_config(plan, mux, RUN_DIR), sort_keys=False))
+    for hv in plan.by_role("hypervisor"):
+        _write(os.path.join(configs.node_dir(RUN_DIR, hv), "hostagent.yaml"),
+               yaml.safe_dump(configs.hostagent_config(plan, hv, RUN_DIR), sort_keys=False))
+    for r in plan.by_role("router"):
+        d = configs.node_dir(RUN_DIR, r)
+        shutil.chown(d, "frr", "frr")
+        _write(os.path.join(d, "zebra.conf"), configs.zebra_conf(r), "frr")
+        _write(os.path.join(d, "bgpd.conf"), configs.bgpd_conf(plan, r), "frr")
+
+
+def start_daemon(plan: LabPlan, daemon: Daemon) -> None:
+    env = dict(daemon.env)
+    for setup in daemon.setup:
+        ns_run(plan, daemon.node, list(setup), env=env)
+    if daemon.detaches:
+        ns_run(plan, daemon.node, list(daemon.argv), env=env)
+        return
+    log = open(daemon.log or os.devnull, "ab")  # noqa: SIM115
+    ns = plan.nodes[daemon.node].namespace
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, *daemon.argv],
+                            env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _write(os.path.join(configs.node_dir(RUN_DIR, daemon.node), f"{daemon.name}.pid"),
+           f"{proc.pid}\n")
+
+
+def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
+       say: Callable[[str], None] = print) -> LabPlan:
+    if is_up():
+        raise LabError("a lab is already up (see `ananta lab status`; `ananta lab down` first)")
+    spec = load_yaml_file(LabSpec, spec_path or DEFAULT_SPEC)
+    plan = build_plan(spec)
+    services_file = services_path or DEMO_SERVICES
+    with open(services_file, encoding="utf-8") as fh:
+        services_text = fh.read()
+    services = parse_yaml_text(Services, services_text, services_file)
+    errors = check_services(services, configs.inventory(plan))
+    if errors:
+        raise LabError("\n".join(f"{services_file}: {e}" for e in errors))
+    if lab_namespaces():
+        say("leftovers of an earlier lab found: cleaning them first")
+        down(say=lambda _: None)
+    os.makedirs(RUN_DIR, exist_ok=True)
+    try:
+        t0 = time.monotonic()
+        for argv in build_commands(plan):
+            run(argv)
+        write_configs(plan, services_text)
+        _write(os.path.join(RUN_DIR, STATE_FILE), json.dumps({
+            "spec": spec.model_dump(mode="json"),
+            "services": services.model_dump(mode="json"),
+        }, indent=1))
+        say(f"namespaces and links: {len(plan.nodes)} nodes, {len(plan.links)} links "
+            f"({time.monotonic() - t0:.1f} s)")
+        for daemon in daemons(plan, RUN_DIR, os.path.dirname(sys.executable), sys.executable):
+            start_daemon(plan, daemon)
+        say(f"daemons started ({time.monotonic() - t0:.1f} s); waiting for BGP and OpenFlow")
+        wait_ready(plan, services, timeout)
+        say(f"lab ready in {time.monotonic() - t0:.1f} s")
+    except BaseException:
+        say("lab did not come up; its logs are in " + RUN_DIR)
+        raise
+    return plan
+
+
+# --- readiness -----------------------------------------------------------------------------
+
+@dataclass
+class Readiness:
+    ready: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def bgp_problems(plan: LabPlan) -> list[str]:
+    problems = []
+    for r in plan.by_role("router"):
+        d = configs.node_dir(RUN_DIR, r)
+        try:
+            out = ns_run(plan, r.name, ["vtysh", "--vty_socket", d, "-c",
+                                        "show bgp ipv4 unicast summary json"], timeout=10)
+            peers = json.loads(out or "{}").get("peers", {})
+        except (CommandFailed, ValueError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"{r.name}: bgpd not answering ({exc})")
+            continue
+        expected = [p for p in plan.neighbors(r.name) if p[0].role in ("router", "mux")]
+        for peer, address, _ in expected:
+            state = peers.get(address, {}).get("state", "absent")
+            if state != "Established":
+                problems.append(f"{r.name}: BGP to {peer.name} ({address}) is {state}")
+    return problems
+
+
+def route_problems(plan: LabPlan, services: Services) -> list[str]:
+    problems = []
+    mux_leaves = {m.leaf for m in plan.by_role("mux")}
+    for r in plan.by_role("router"):
+        for vip in services.vips:
+            out = ns_run(plan, r.name, ["ip", "-j", "route", "show", f"{vip.address}/32"],
+                         check=False)
+            routes = json.loads(out or "[]")
+            if not routes:
+                problems.append(f"{r.name}: no route to VIP {vip.address}")
+                continue
+            hops = len(routes[0].get("nexthops", [])) or 1
+            if r.name.startswith("spine") and hops < len(mux_leaves):
+                problems.append(f"{r.name}: VIP {vip.address} has {hops} paths, "
+                                f"want {len(mux_leaves)} (one per leaf with a Mux)")
+    return problems
+
+
+def installed_cookies(plan: LabPlan, node: str, bridge: str) -> set[int] | None:
+    try:
+        out = ns_run(plan, node, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", bridge],
+                     env=ovs_cmd_env(node), timeout=10)
+    except CommandFailed:
+        return None
+    cookies = set()
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("cookie="):
+            cookies.add(int(line.split(",", 1)[0].split("=", 1)[1], 16))
+    return cookies
+
+
+def switch_problems(plan: LabPlan, services: Services) -> list[str]:
+    inv = configs.inventory(plan)
+    programs = desired_programs(services, inv)
+    problems = []
+    for dpid, target in switch_targets(inv).items():
+        have = installed_cookies(plan, target.node, f"br-{target.bridge}")
+        if have is None:
+            problems.append(f"{target.label}: no such bridge yet")
+            continue
+        ours = {c for c in have if is_ours(c)}
+        want = programs[dpid].cookies
+        if ours != want:
+            problems.append(f"{target.label}: {len(want - ours)} flows missing, "
+                            f"{len(ours - want)} stale")
+    return problems
+
+
+def readiness(plan: LabPlan, services: Services) -> Readiness:
+    problems = switch_problems(plan, services) + bgp_problems(plan)
+    if not problems:
+        problems = route_problems(plan, services)
+    return Readiness(not problems, problems)
+
+
+def log_tails(lines: int = 15) -> str:
+    out = []
+    for root, _, files in sorted(os.walk(RUN_DIR)):
+        for f in sorted(files):
+            if f.endswith(".log"):
+                path = os.path.join(root, f)
+                with open(path, errors="replace") as fh:
+                    tail = fh.readlines()[-lines:]
+                if tail:
+                    out.append(f"--- {path}\n" + "".join(tail))
+    return "\n".join(out)
+
+
+def wait_ready(plan: LabPlan, services: Services, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    state = Readiness(False, ["not checked"])
+    while time.monotonic() < deadline:
+        state = readiness(plan, services)
+        if state.ready:
+            return
+        time.sleep(1)
+    raise LabError("lab not ready after %.0f s:\n  %s\n%s" % (
+        timeout, "\n  ".join(state.problems), log_tails()))
+
+
+# --- status / exec / down ------------------------------------------------------------------
+
+def status() -> dict[str, Any]:
+    if not is_up():
+        return {"up": False, "ready": False, "nodes": [], "problems": ["no lab is up"]}
+    plan, services = load_plan()
+    state = readiness(plan, services)
+    return {
+        "up": True,
+        "ready": state.ready,
+        "problems": state.problems,
+        "run_dir": RUN_DIR,
+        "vips": [v.address for v in services.vips],
+        "nodes": [{"name": n.name, "role": n.role, "namespace": n.namespace,
+                   "addresses": n.addresses} for n in plan.nodes.values()],
+    }
+
+
+def exec_argv(node: str, argv: list[str]) -> list[str]:
+    plan, _ = load_plan()
+    if node not in plan.nodes:
+        raise LabError(f"no node {node!r}; nodes: {', '.join(plan.nodes)}")
+    env = ovs_cmd_env(node) if plan.nodes[node].role in ("mux", "hypervisor") else {}
+    return ["ip", "netns", "exec", plan.nodes[node].namespace, "env",
+            *[f"{k}={v}" for k, v in env.items()], *argv]
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def down(say: Callable[[str], None] = print) -> bool:
+    """Remove every lab namespace (and so its veths), process and run dir. False if none."""
+    namespaces = lab_namespaces()
+    found = bool(namespaces) or os.path.exists(RUN_DIR)
+    pids: list[int] = []
+    for ns in namespaces:
+        out = run(["ip", "netns", "pids", ns], check=False)
+        pids += [int(p) for p in out.split()]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in _alive(pids):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 3
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for ns in namespaces:
+        run(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if found:
+        say(f"lab down: {len(namespaces)} namespaces and {len(pids)} processes removed")
+    return found
