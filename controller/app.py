@@ -14,19 +14,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from os_ken.base import app_manager
-from os_ken.controller import ofp_event
-from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib import hub
-from os_ken.ofproto import ofproto_v1_5
-
-from ananta.config import InvalidConfig
 from ananta.controller import ofmsg
 from ananta.controller.config import ManagerConfig, load_services
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import Group, SwitchProgram
 from ananta.controller.model import Services
 from ananta.controller.reconcile import InstalledFlow, plan
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_5
+
+from ananta.config import InvalidConfig
 
 LOG = logging.getLogger("ananta.manager")
 
@@ -118,11 +123,11 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         session.flows, session.groups = [], {}
         session.pending = {"flows", "groups"}
         session.started = time.monotonic()
-        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+        dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0, ofp.OFPG_ALL))
 
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @set_ev_cls(ofp_event.EventOFPFlowDescStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
         msg = ev.msg
         with self.lock:
@@ -154,19 +159,25 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
         steps = plan(desired, session.flows, session.groups)
         dp = session.datapath
-        for group in steps.add_groups:
-            dp.send_msg(ofmsg.group_add(dp, group))
+        try:  # encode everything first: a bad message must not leave a half-sent plan
+            messages = (
+                [ofmsg.group_add(dp, g) for g in steps.add_groups]
+                + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
+                + [ofmsg.flow_add(dp, f) for f in steps.add_flows]
+                + [ofmsg.flow_delete_strict(dp, s.table, s.priority, s.cookie, s.match)
+                   for s in steps.delete_flows]
+                + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
+            )
+            for message in messages:
+                message.serialize()
+        except Exception:
+            LOG.exception("%s: cannot encode the plan; switch left as it is", session.target.label)
+            return
+        for message in messages:
+            dp.send_msg(message)
+        for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
-        for group in steps.modify_groups:
-            dp.send_msg(ofmsg.group_modify(dp, group))
-            session.sent_groups[group.group_id] = group
-        for flow in steps.add_flows:
-            dp.send_msg(ofmsg.flow_add(dp, flow))
-        for stale in steps.delete_flows:
-            dp.send_msg(ofmsg.flow_delete_strict(dp, stale.table, stale.priority, stale.cookie,
-                                                 stale.match))
         for gid in steps.delete_groups:
-            dp.send_msg(ofmsg.group_delete(dp, gid))
             session.sent_groups.pop(gid, None)
         barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)

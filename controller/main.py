@@ -6,8 +6,9 @@ import argparse
 import logging
 import sys
 
-from ananta.config import InvalidConfig
 from ananta.controller.config import load_manager_config, load_services
+
+from ananta.config import InvalidConfig
 
 
 def main(argv: list[str] | None = None) -> int:

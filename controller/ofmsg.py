@@ -9,10 +9,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from os_ken.ofproto import nicira_ext
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
-
 from ananta.controller.flows import (
     Action,
     Ct,
@@ -25,21 +21,45 @@ from ananta.controller.flows import (
     Resubmit,
     SetField,
 )
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 NX_NAT_F_DST = 1 << 1
-# OVS's group property choosing the select method (ntr_group_prop_selection_method).
+# OVS's group property choosing the select method (struct ntr_group_prop_selection_method):
+# type, length, experimenter, exp_type, pad, method[16], param, then each hashed field as
+# an OXM header followed by an all-ones value (which is how OVS itself encodes `fields(...)`).
 NTR_VENDOR_ID = 0x0000154D
 NTRT_SELECTION_METHOD = 1
-# OXM headers (class 0x8000, OpenFlow basic) of the fields a select group may hash.
-OXM_HEADERS = {
-    "ip_proto": 0x80001401,
-    "ipv4_src": 0x80001604,
-    "ipv4_dst": 0x80001804,
-    "tcp_src": 0x80001A02,
-    "tcp_dst": 0x80001C02,
-    "udp_src": 0x80001E02,
-    "udp_dst": 0x80002002,
+OXM_FIELDS = {  # name -> (OpenFlow basic field number, value bytes)
+    "ip_proto": (10, 1),
+    "ipv4_src": (11, 4),
+    "ipv4_dst": (12, 4),
+    "tcp_src": (13, 2),
+    "tcp_dst": (14, 2),
+    "udp_src": (15, 2),
+    "udp_dst": (16, 2),
 }
+
+
+class SelectionMethodProperty:
+    """The NTR selection-method group property, serialised the way OVS parses it."""
+
+    def __init__(self, method: str, fields: tuple[str, ...]):
+        self.method, self.fields = method, fields
+
+    def serialize(self) -> bytearray:
+        body = bytearray()
+        for name in self.fields:
+            number, size = OXM_FIELDS[name]
+            body += struct.pack("!I", 0x8000 << 16 | number << 9 | size) + b"\xff" * size
+        length = 40 + len(body)
+        out = bytearray(struct.pack("!HHIII16sQ", ofp.OFPGPT_EXPERIMENTER, length,
+                                    NTR_VENDOR_ID, NTRT_SELECTION_METHOD, 0,
+                                    self.method.encode(), 0))
+        out += body
+        out += b"\0" * (-len(out) % 8)
+        return out
 
 
 def _action(action: Action) -> list[Any]:
@@ -50,10 +70,12 @@ def _action(action: Action) -> list[Any]:
     if isinstance(action, GroupAction):
         return [parser.OFPActionGroup(action.group_id)]
     if isinstance(action, Resubmit):
-        return [parser.NXActionResubmitTable(in_port=ofp.OFPP_IN_PORT, table_id=action.table)]
+        # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
+        return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
     if isinstance(action, Move):
-        return [parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
-                                       n_bits=action.n_bits)]
+        # OpenFlow 1.5 has copy_field; OVS refuses NXAST_REG_MOVE under 1.5.
+        return [parser.OFPActionCopyField(n_bits=action.n_bits,
+                                          oxm_ids=[action.src, action.dst])]
     if isinstance(action, Ct):
         nat_actions = []
         if action.nat is not None:
@@ -105,27 +127,16 @@ def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, ma
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
 
 
-def selection_method_property(fields: tuple[str, ...]) -> Any:
-    words = [0]  # pad
-    method = b"hash".ljust(16, b"\0")
-    words += list(struct.unpack("!4I", method))
-    words += [0, 0]  # selection_method_param (64 bits)
-    words += [OXM_HEADERS[f] for f in fields]
-    return parser.OFPGroupPropExperimenter(
-        type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_VENDOR_ID,
-        exp_type=NTRT_SELECTION_METHOD, data=words)
-
-
 def group_mod(datapath: Any, group: Group, command: int) -> Any:
     buckets = [
         parser.OFPBucket(
             bucket_id=b.bucket_id, actions=actions(b.actions),
-            properties=[parser.OFPGroupBucketPropWeight(weight=b.weight)])
+            properties=[parser.OFPGroupBucketPropWeight(type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
         for b in group.buckets
     ]
     return parser.OFPGroupMod(
         datapath, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
-        buckets=buckets, properties=[selection_method_property(group.hash_fields)])
+        buckets=buckets, properties=[SelectionMethodProperty("hash", group.hash_fields)])
 
 
 def group_add(datapath: Any, group: Group) -> Any:

@@ -14,9 +14,10 @@ import signal
 import sys
 import time
 
-from ananta.config import InvalidConfig
 from ananta.hostagent.config import HostAgentConfig, load_hostagent_config
+
 from ananta.agent import bridges_present, converge, ovs_env
+from ananta.config import InvalidConfig
 from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.hostagent")

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 
-from ananta.agent import bridges_present, converge
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
-from ananta.config import InvalidConfig
 from ananta.mux.config import MuxConfig, load_mux_config
+
+from ananta.agent import bridges_present, converge
+from ananta.config import InvalidConfig
 from ananta.shell import CommandFailed
 
 LOG = logging.getLogger("ananta.mux")
