@@ -1,0 +1,16 @@
+"""Tiers: tests/unit -> `unit`, tests/ovs -> `ovs`, tests/e2e -> `e2e` (markers by folder)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+TIERS = ("unit", "ovs", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = os.path.relpath(str(item.fspath), os.path.dirname(__file__)).split(os.sep)
+        if parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))

@@ -1,0 +1,164 @@
+"""A small OpenFlow table interpreter for the unit tests (Faucet-style).
+
+It runs the compiled `SwitchProgram`s on packets given as dicts: highest-priority match per
+table, the actions the compilers use (output, set_field, group select, ct with DNAT and
+reverse NAT, resubmit, move, learn), and a tiny conntrack. It is deliberately independent of
+the compilers: tests ask "where does this packet go and how does it look there?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ananta.controller.flows import (
+    CT_EST,
+    CT_NEW,
+    CT_RPL,
+    CT_TRK,
+    PORT_IN_PORT,
+    PORT_NORMAL,
+    Ct,
+    Flow,
+    FlowKind,
+    Group,
+    GroupAction,
+    Learn,
+    Move,
+    Output,
+    Resubmit,
+    SetField,
+    SwitchProgram,
+)
+
+Packet = dict[str, Any]
+NORMAL = "NORMAL"
+
+
+def _matches(flow: Flow, pkt: Packet) -> bool:
+    for name, want in flow.match:
+        if name not in pkt:
+            return False
+        have = pkt[name]
+        if isinstance(want, tuple):
+            value, mask = want
+            if have & mask != value & mask:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def _l4(pkt: Packet) -> str:
+    return "tcp" if pkt.get("ip_proto") == 6 else "udp"
+
+
+def _tuple(pkt: Packet) -> tuple[Any, ...]:
+    p = _l4(pkt)
+    return (pkt["ipv4_src"], pkt["ipv4_dst"], pkt["ip_proto"], pkt[f"{p}_src"], pkt[f"{p}_dst"])
+
+
+@dataclass
+class Conntrack:
+    # zone -> {original tuple: reply tuple}
+    entries: dict[int, dict[tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=dict)
+
+    def process(self, pkt: Packet, ct: Ct) -> None:
+        zone = self.entries.setdefault(ct.zone, {})
+        t = _tuple(pkt)
+        p = _l4(pkt)
+        replies = {r: o for o, r in zone.items()}
+        if t in zone:  # original direction of a known connection
+            pkt["ct_state"] = CT_TRK | CT_EST
+            reply = zone[t]
+            if ct.nat is not None:
+                pkt["ipv4_dst"], pkt[f"{p}_dst"] = reply[0], reply[3]
+        elif t in replies:  # reply direction
+            pkt["ct_state"] = CT_TRK | CT_EST | CT_RPL
+            orig = replies[t]
+            if ct.nat is not None:
+                pkt["ipv4_src"], pkt[f"{p}_src"] = orig[1], orig[4]
+        else:
+            pkt["ct_state"] = CT_TRK | CT_NEW
+            if ct.commit:
+                if ct.nat is not None and ct.nat.dst_address is not None:
+                    pkt["ipv4_dst"] = ct.nat.dst_address
+                    if ct.nat.dst_port is not None:
+                        pkt[f"{p}_dst"] = ct.nat.dst_port
+                src, dst, proto, sport, dport = t
+                zone[t] = (pkt["ipv4_dst"], src, proto, pkt[f"{p}_dst"], sport)
+
+
+@dataclass
+class Switch:
+    program: SwitchProgram
+    conntrack: Conntrack = field(default_factory=Conntrack)
+    learned: list[Flow] = field(default_factory=list)
+    picks: dict[int, int] = field(default_factory=dict)  # bucket_id -> times chosen
+
+    def flows(self, table: int) -> list[Flow]:
+        candidates = [f for f in (*self.program.flows, *self.learned) if f.table == table]
+        return sorted(candidates, key=lambda f: -f.priority)
+
+    def receive(self, pkt: Packet, in_port: int) -> list[tuple[Any, Packet]]:
+        pkt = dict(pkt, in_port=in_port)
+        out: list[tuple[Any, Packet]] = []
+        self._table(0, pkt, out, depth=0)
+        return out
+
+    def _table(self, table: int, pkt: Packet, out: list[tuple[Any, Packet]], depth: int) -> None:
+        assert depth < 16, "resubmit loop"
+        for flow in self.flows(table):
+            if _matches(flow, pkt):
+                self._actions(flow.actions, pkt, out, depth)
+                return  # table miss (no flow) drops
+
+    def _group(self, group: Group, pkt: Packet) -> Any:
+        if not group.buckets:
+            return None
+        key = "|".join(str(pkt.get(f)) for f in group.hash_fields)
+
+        def score(bucket: Any) -> float:
+            h = int.from_bytes(hashlib.sha256(f"{key}/{bucket.bucket_id}".encode()).digest()[:8])
+            return bucket.weight * (h / 2**64)
+
+        chosen = max(group.buckets, key=score)
+        self.picks[chosen.bucket_id] = self.picks.get(chosen.bucket_id, 0) + 1
+        return chosen
+
+    def _actions(self, actions: tuple[Any, ...], pkt: Packet, out: list[tuple[Any, Packet]],
+                 depth: int) -> None:
+        for i, act in enumerate(actions):
+            if isinstance(act, Output):
+                port = act.port
+                if port == PORT_NORMAL:
+                    port = NORMAL
+                elif port == PORT_IN_PORT:
+                    port = pkt["in_port"]
+                out.append((port, dict(pkt)))
+            elif isinstance(act, SetField):
+                pkt[act.field] = act.value
+            elif isinstance(act, Move):
+                pkt[act.dst] = pkt[act.src]
+            elif isinstance(act, GroupAction):
+                group = next(g for g in self.program.groups if g.group_id == act.group_id)
+                bucket = self._group(group, pkt)
+                if bucket is not None:
+                    self._actions(bucket.actions, dict(pkt), out, depth)
+            elif isinstance(act, Resubmit):
+                self._table(act.table, dict(pkt), out, depth + 1)
+            elif isinstance(act, Ct):
+                self.conntrack.process(pkt, act)
+                if act.table is not None:
+                    self._table(act.table, pkt, out, depth + 1)
+                    return
+            elif isinstance(act, Learn):
+                actions: list[Any] = [SetField(ld.dst, pkt[ld.src]) for ld in act.loads]
+                if act.output_from:
+                    actions.append(Output(pkt[act.output_from]))
+                flow = Flow(act.table, act.priority, (), tuple(actions), FlowKind.ROUTER_MAC,
+                            "learned")
+                self.learned = [f for f in self.learned if f.key != flow.key] + [flow]
+            else:
+                raise AssertionError(f"interpreter does not know {act!r} (action {i})")

@@ -1,0 +1,176 @@
+"""The compiled Mux and Host Agent pipelines, run in the flow-table interpreter."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import yaml
+
+from ananta.bridges import (
+    GATEWAY_MAC,
+    INT_GRE_OFPORT,
+    INT_PATCH_OFPORT,
+    PHY_PATCH_OFPORT,
+    PHY_UPLINK_OFPORT,
+)
+from ananta.config import parse_yaml_text
+from ananta.controller.compile_host import compile_host_int, compile_host_phy
+from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
+from ananta.controller.desired import desired_programs
+from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
+from ananta.controller.model import Services
+from tests.flowsim import NORMAL, Switch
+from tests.unit.fixtures import default_inventory, demo_services, demo_services_text
+
+VIP = "203.0.113.10"
+CLIENT = "198.51.100.2"
+ROUTER_MAC = "0a:00:00:00:00:fe"
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, **extra: object) -> dict[str, object]:
+    return {"eth_type": ETH_TYPE_IP, "ip_proto": 6, "ipv4_src": src, "ipv4_dst": dst,
+            "tcp_src": sport, "tcp_dst": dport, "eth_src": ROUTER_MAC,
+            "eth_dst": "0a:00:00:00:00:01", **extra}
+
+
+def mux_pair(services: Services) -> tuple[Switch, Switch]:
+    inv = default_inventory()
+    return Switch(compile_mux_phy(services)), Switch(compile_mux_int(services, inv))
+
+
+def through_mux(services: Services, pkt: dict[str, object]) -> list[tuple[object, dict]]:
+    phy, int_ = mux_pair(services)
+    out = phy.receive(pkt, PHY_UPLINK_OFPORT)
+    assert [port for port, _ in out] == [PHY_PATCH_OFPORT]
+    return int_.receive(out[0][1], INT_PATCH_OFPORT)
+
+
+def test_mux_spreads_new_connections_over_every_backend_by_gre_key() -> None:
+    inv = default_inventory()
+    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
+    chosen: Counter[str] = Counter()
+    for sport in range(20000, 22000):
+        out = through_mux(demo_services(), tcp(CLIENT, VIP, sport, 80))
+        assert len(out) == 1
+        port, pkt = out[0]
+        assert port == INT_GRE_OFPORT
+        dip = next(d for d in host_of if ip_int(d) == pkt["tunnel_id"])
+        assert pkt["tun_ipv4_dst"] == host_of[dip]
+        assert pkt["ipv4_dst"] == VIP  # the Mux never rewrites the inner packet
+        chosen[dip] += 1
+    assert set(chosen) == {"10.1.0.11", "10.1.0.12", "10.2.0.11", "10.2.0.12"}
+    assert min(chosen.values()) > 400  # 2000 flows, 4 equal weights
+
+
+def test_mux_same_five_tuple_same_dip() -> None:
+    a = through_mux(demo_services(), tcp(CLIENT, VIP, 40000, 80))
+    b = through_mux(demo_services(), tcp(CLIENT, VIP, 40000, 80))
+    assert a[0][1]["tunnel_id"] == b[0][1]["tunnel_id"]
+
+
+def test_draining_and_zero_weight_backends_take_no_new_connections() -> None:
+    data = yaml.safe_load(demo_services_text())
+    backends = data["vips"][0]["endpoints"][0]["backends"]
+    backends[0]["state"] = "draining"
+    backends[1]["weight"] = 0
+    services = parse_yaml_text(Services, yaml.safe_dump(data), "t")
+    seen = {through_mux(services, tcp(CLIENT, VIP, p, 80))[0][1]["tunnel_id"]
+            for p in range(1000, 1400)}
+    assert seen == {ip_int("10.2.0.11"), ip_int("10.2.0.12")}
+    # ... but the draining DIP's host keeps delivering its established connections.
+    host = compile_host_int(services, default_inventory().hosts[0])
+    assert any(f.owner.endswith(">10.1.0.11") for f in host.flows)
+
+
+def test_mux_drops_vip_port_without_endpoint_and_passes_other_traffic() -> None:
+    assert through_mux(demo_services(), tcp(CLIENT, VIP, 1234, 80))  # sanity
+    phy, int_ = mux_pair(demo_services())
+    out = phy.receive(tcp(CLIENT, VIP, 1234, 81), PHY_UPLINK_OFPORT)
+    assert int_.receive(out[0][1], INT_PATCH_OFPORT) == []
+    bgp = tcp("198.18.7.1", "198.18.7.2", 40000, 179)
+    assert [p for p, _ in phy.receive(bgp, PHY_UPLINK_OFPORT)] == [NORMAL]
+
+
+def host_switches(index: int = 0) -> tuple[Switch, Switch]:
+    host = default_inventory().hosts[index]
+    return Switch(compile_host_int(demo_services(), host)), Switch(compile_host_phy())
+
+
+def test_host_decapsulates_dnats_and_returns_replies_directly() -> None:
+    host = default_inventory().hosts[0]
+    vm = host.vms[0]
+    int_, phy = host_switches()
+    inbound = tcp(CLIENT, VIP, 33333, 80, tunnel_id=ip_int(vm.address))
+    out = int_.receive(inbound, INT_GRE_OFPORT)
+    assert len(out) == 1
+    port, pkt = out[0]
+    assert port == vm.ofport
+    assert (pkt["ipv4_dst"], pkt["tcp_dst"], pkt["eth_dst"], pkt["eth_src"]) == (
+        vm.address, 8080, vm.mac, GATEWAY_MAC)
+    assert (pkt["ipv4_src"], pkt["tcp_src"]) == (CLIENT, 33333)
+
+    reply = tcp(vm.address, CLIENT, 8080, 33333, eth_src=vm.mac, eth_dst=GATEWAY_MAC)
+    out = int_.receive(reply, vm.ofport)
+    assert [p for p, _ in out] == [INT_PATCH_OFPORT]
+    back = out[0][1]
+    assert (back["ipv4_src"], back["tcp_src"], back["ipv4_dst"]) == (VIP, 80, CLIENT)
+
+    # br-phy: no router MAC learned yet -> dropped; after ARP from the uplink -> to the router
+    assert phy.receive(back, PHY_PATCH_OFPORT) == []
+    arp = {"eth_type": ETH_TYPE_ARP, "eth_src": ROUTER_MAC, "eth_dst": "ff:ff:ff:ff:ff:ff"}
+    assert [p for p, _ in phy.receive(arp, PHY_UPLINK_OFPORT)] == [NORMAL]
+    out = phy.receive(back, PHY_PATCH_OFPORT)
+    assert [(p, pk["eth_dst"]) for p, pk in out] == [(PHY_UPLINK_OFPORT, ROUTER_MAC)]
+
+
+def test_host_refuses_what_it_does_not_own() -> None:
+    int_, _ = host_switches(0)
+    other_host_dip = default_inventory().hosts[1].vms[0].address
+    assert int_.receive(tcp(CLIENT, VIP, 1, 80, tunnel_id=ip_int(other_host_dip)),
+                        INT_GRE_OFPORT) == []
+    vm = default_inventory().hosts[0].vms[0]
+    # a reply that conntrack never saw (not a DNATed connection) is not sent out
+    assert int_.receive(tcp(vm.address, CLIENT, 8080, 4444), vm.ofport) == []
+    # traffic from the VM on other ports is dropped
+    assert int_.receive(tcp(vm.address, CLIENT, 22, 4444), vm.ofport) == []
+
+
+def test_host_answers_the_vms_arp_for_its_gateway() -> None:
+    vm = default_inventory().hosts[0].vms[1]
+    int_, _ = host_switches(0)
+    request = {"eth_type": ETH_TYPE_ARP, "arp_op": 1, "eth_src": vm.mac,
+               "eth_dst": "ff:ff:ff:ff:ff:ff", "arp_sha": vm.mac, "arp_spa": vm.address,
+               "arp_tha": "00:00:00:00:00:00", "arp_tpa": vm.gateway}
+    out = int_.receive(request, vm.ofport)
+    assert len(out) == 1
+    port, reply = out[0]
+    assert port == vm.ofport
+    assert reply["arp_op"] == 2
+    assert (reply["arp_sha"], reply["arp_spa"]) == (GATEWAY_MAC, vm.gateway)
+    assert (reply["arp_tha"], reply["arp_tpa"]) == (vm.mac, vm.address)
+    assert (reply["eth_src"], reply["eth_dst"]) == (GATEWAY_MAC, vm.mac)
+
+
+def test_every_switch_of_the_inventory_gets_a_program() -> None:
+    inv = default_inventory()
+    programs = desired_programs(demo_services(), inv)
+    assert len(programs) == 2 * (len(inv.muxes) + len(inv.hosts))
+    empty = desired_programs(Services(), inv)
+    assert all(not p.groups for p in empty.values())
+
+
+def test_two_vips_on_one_dip_share_the_reply_flow() -> None:
+    data = yaml.safe_load(demo_services_text())
+    second = dict(data["vips"][0], name="web2", address="203.0.113.11")
+    data["vips"].append(second)
+    services = parse_yaml_text(Services, yaml.safe_dump(data), "t")
+    host = default_inventory().hosts[0]
+    program = compile_host_int(services, host)  # would raise on a table/priority/match clash
+    int_ = Switch(program)
+    vm = host.vms[0]
+    for vip, sport in (("203.0.113.10", 5000), ("203.0.113.11", 5001)):
+        out = int_.receive(tcp(CLIENT, vip, sport, 80, tunnel_id=ip_int(vm.address)),
+                           INT_GRE_OFPORT)
+        assert out[0][1]["ipv4_dst"] == vm.address
+        back = int_.receive(tcp(vm.address, CLIENT, 8080, sport), vm.ofport)
+        assert back[0][1]["ipv4_src"] == vip
