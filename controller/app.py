@@ -109,10 +109,10 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
                 session = SwitchSession(dp, target)
                 self.sessions[dp.id] = session
                 self._start_sync(session)
-            elif ev.state == DEAD_DISPATCHER and dp.id in self.sessions:
-                if self.sessions[dp.id].datapath is dp:
-                    LOG.info("switch %s disconnected", self.sessions[dp.id].target.label)
-                    del self.sessions[dp.id]
+            elif ev.state == DEAD_DISPATCHER and dp.id in self.sessions and (
+                    self.sessions[dp.id].datapath is dp):
+                LOG.info("switch %s disconnected", self.sessions[dp.id].target.label)
+                del self.sessions[dp.id]
 
     def _start_sync(self, session: SwitchSession) -> None:
         if session.pending or session.barrier_xid is not None:
@@ -125,7 +125,9 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         session.started = time.monotonic()
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
-        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0, ofp.OFPG_ALL))
+        # Group *stats* (ids and counters), not group descriptions: os-ken 4.2 cannot parse
+        # OpenFlow 1.5 bucket lists with properties. Content is known from what we sent.
+        dp.send_msg(parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL))
 
     @set_ev_cls(ofp_event.EventOFPFlowDescStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -140,8 +142,8 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
                 session.pending.discard("flows")
                 self._maybe_apply(session)
 
-    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
-    def _group_desc(self, ev: Any) -> None:
+    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev: Any) -> None:
         msg = ev.msg
         with self.lock:
             session = self.sessions.get(msg.datapath.id)

@@ -29,7 +29,6 @@ from ananta.controller.flows import (
     FlowKind,
     Learn,
     LearnLoad,
-    Move,
     Nat,
     Output,
     Resubmit,
@@ -63,16 +62,21 @@ def conntrack_zone(vm: Vm) -> int:
 
 
 def arp_responder(vm: Vm) -> Flow:
-    """Answer `who-has <gateway>` from the VM with GATEWAY_MAC, out of the port it came in."""
+    """Answer the VM's `who-has <gateway>` with GATEWAY_MAC, out of the port it came in.
+
+    The reply is written from what the Manager knows of the VM (its MAC and address) rather
+    than copied from the request, which also means only the VM's own address is answered.
+    """
     return Flow(
         0, PRIO_VM,
-        match(in_port=vm.ofport, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=vm.gateway),
+        match(in_port=vm.ofport, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+              arp_spa=vm.address, arp_tpa=vm.gateway),
         (
-            Move("eth_src", "eth_dst", 48),
+            SetField("eth_dst", vm.mac),
             SetField("eth_src", GATEWAY_MAC),
             SetField("arp_op", ARP_REPLY),
-            Move("arp_sha", "arp_tha", 48),
-            Move("arp_spa", "arp_tpa", 32),
+            SetField("arp_tha", vm.mac),
+            SetField("arp_tpa", vm.address),
             SetField("arp_sha", GATEWAY_MAC),
             SetField("arp_spa", vm.gateway),
             Output(PORT_IN_PORT),

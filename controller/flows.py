@@ -93,13 +93,6 @@ class Resubmit:
 
 
 @dataclass(frozen=True)
-class Move:
-    src: str
-    dst: str
-    n_bits: int
-
-
-@dataclass(frozen=True)
 class LearnLoad:
     """In a learned flow: load the value `src` has now into `dst` when it runs."""
 
@@ -120,7 +113,7 @@ class Learn:
     idle_timeout: int = 0
 
 
-Action = Output | SetField | GroupAction | Ct | Resubmit | Move | Learn
+Action = Output | SetField | GroupAction | Ct | Resubmit | Learn
 
 
 def learned_cookie(kind: FlowKind) -> int:
@@ -185,7 +178,8 @@ class SwitchProgram:
         seen: dict[tuple[int, int, Match], Flow] = {}
         for flow in self.flows:
             if flow.key in seen:
-                raise ValueError(f"two flows share table/priority/match: {flow} and {seen[flow.key]}")
+                raise ValueError(
+                    f"two flows share table/priority/match: {flow} and {seen[flow.key]}")
             seen[flow.key] = flow
         ids = [g.group_id for g in self.groups]
         if len(ids) != len(set(ids)):

@@ -180,9 +180,11 @@ def check_services(services: Services, inv: Inventory, prefix: str = "") -> list
         names.append((f"{vpath}.name", vip.name))
         address = ipaddress.IPv4Address(vip.address)
         if not any(address in pool for pool in pools):
-            errors.append(ConfigError(f"{vpath}.address", f"{vip.address} is outside the VIP pool"))
+            errors.append(
+                ConfigError(f"{vpath}.address", f"{vip.address} is outside the VIP pool"))
         if vip.address in known_dips or vip.address in underlay:
-            errors.append(ConfigError(f"{vpath}.address", f"{vip.address} is a DIP or node address"))
+            errors.append(
+                ConfigError(f"{vpath}.address", f"{vip.address} is a DIP or node address"))
         for j, ep in enumerate(vip.endpoints):
             epath = f"{vpath}.endpoints[{j}]"
             endpoints.append((epath, f"{vip.address} {ep.protocol}/{ep.port}"))
@@ -191,9 +193,8 @@ def check_services(services: Services, inv: Inventory, prefix: str = "") -> list
                 bpath = f"{epath}.backends[{k}]"
                 dips.append((f"{bpath}.address", be.address))
                 if be.address not in known_dips:
-                    errors.append(
-                        ConfigError(f"{bpath}.address", f"{be.address} is not a VM in the inventory")
-                    )
+                    errors.append(ConfigError(
+                        f"{bpath}.address", f"{be.address} is not a VM in the inventory"))
             errors += _duplicates(dips)
     errors += _duplicates(names)
     errors += _duplicates(endpoints)

@@ -16,7 +16,6 @@ from ananta.controller.flows import (
     Group,
     GroupAction,
     Learn,
-    Move,
     Output,
     Resubmit,
     SetField,
@@ -72,10 +71,6 @@ def _action(action: Action) -> list[Any]:
     if isinstance(action, Resubmit):
         # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
         return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
-    if isinstance(action, Move):
-        # OpenFlow 1.5 has copy_field; OVS refuses NXAST_REG_MOVE under 1.5.
-        return [parser.OFPActionCopyField(n_bits=action.n_bits,
-                                          oxm_ids=[action.src, action.dst])]
     if isinstance(action, Ct):
         nat_actions = []
         if action.nat is not None:

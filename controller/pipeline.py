@@ -42,7 +42,7 @@ HOST_PHY = (
 HOST_INT = (
     _t(0, "classify",
        "in_port tunnel_id eth_type ip_proto ipv4_dst ipv4_src tcp_dst tcp_src udp_dst udp_src "
-       "arp_op arp_tpa",
+       "arp_op arp_spa arp_tpa",
        "from GRE with key = DIP: conntrack DNAT VIP:port -> DIP:port, deliver to the VM; from a "
        "VM: ARP responder for its gateway, replies through conntrack (reverse NAT) to table 1"),
     _t(1, "reply", "ct_state eth_type",

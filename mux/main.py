@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ananta-mux", description=__doc__)
     ap.add_argument("--config", required=True)
     ap.add_argument("--check-config", action="store_true")
+    ap.add_argument("--once", action="store_true",
+                    help="bootstrap the bridges, then exit (no BGP speaker)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level,
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         except CommandFailed as exc:
             converged = False
             LOG.error("bootstrap failed, retrying: %s", exc)
+        if args.once and converged:
+            return 0
         if converged and (speaker is None or speaker.poll() is not None):
             if speaker is not None:
                 LOG.error("ExaBGP exited with %s; restarting it", speaker.returncode)

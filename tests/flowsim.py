@@ -2,7 +2,7 @@
 
 It runs the compiled `SwitchProgram`s on packets given as dicts: highest-priority match per
 table, the actions the compilers use (output, set_field, group select, ct with DNAT and
-reverse NAT, resubmit, move, learn), and a tiny conntrack. It is deliberately independent of
+reverse NAT, resubmit, learn), and a tiny conntrack. It is deliberately independent of
 the compilers: tests ask "where does this packet go and how does it look there?".
 """
 
@@ -25,7 +25,6 @@ from ananta.controller.flows import (
     Group,
     GroupAction,
     Learn,
-    Move,
     Output,
     Resubmit,
     SetField,
@@ -139,8 +138,6 @@ class Switch:
                 out.append((port, dict(pkt)))
             elif isinstance(act, SetField):
                 pkt[act.field] = act.value
-            elif isinstance(act, Move):
-                pkt[act.dst] = pkt[act.src]
             elif isinstance(act, GroupAction):
                 group = next(g for g in self.program.groups if g.group_id == act.group_id)
                 bucket = self._group(group, pkt)

@@ -6,6 +6,7 @@ Namespaces are named `an-<node>` (iproute2 named namespaces, so `ananta lab exec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from ananta.topologies.netns import NS_PREFIX, build_commands
 from ananta.topologies.spec import LabPlan, LabSpec, build_plan
 
 from ananta.config import load_yaml_file, parse_yaml_text
+from ananta.ofctl_dump import GroupSummary, cookies_in_flow_dump, group_summary, groups_in_dump
 from ananta.shell import CommandFailed, run
 
 RUN_DIR = os.environ.get("ANANTA_LAB_DIR", "/run/ananta/lab")
@@ -201,34 +203,35 @@ def route_problems(plan: LabPlan, services: Services) -> list[str]:
     return problems
 
 
-def installed_cookies(plan: LabPlan, node: str, bridge: str) -> set[int] | None:
+def switch_state(plan: LabPlan, node: str, bridge: str) -> tuple[set[int], GroupSummary] | None:
+    """(our flow cookies, groups) on one bridge, or None when it cannot be asked yet."""
     try:
-        out = ns_run(plan, node, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", bridge],
-                     env=ovs_cmd_env(node), timeout=10)
-    except CommandFailed:
+        flows = ns_run(plan, node, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", bridge],
+                       env=ovs_cmd_env(node), timeout=10)
+        groups = ns_run(plan, node, ["ovs-ofctl", "-O", "OpenFlow15", "dump-groups", bridge],
+                        env=ovs_cmd_env(node), timeout=10)
+    except (CommandFailed, subprocess.TimeoutExpired):
         return None
-    cookies = set()
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("cookie="):
-            cookies.add(int(line.split(",", 1)[0].split("=", 1)[1], 16))
-    return cookies
+    return {c for c in cookies_in_flow_dump(flows) if is_ours(c)}, groups_in_dump(groups)
 
 
 def switch_problems(plan: LabPlan, services: Services) -> list[str]:
+    """Every switch holds exactly its desired flows (by cookie) and groups (buckets, weights)."""
     inv = configs.inventory(plan)
     programs = desired_programs(services, inv)
     problems = []
     for dpid, target in switch_targets(inv).items():
-        have = installed_cookies(plan, target.node, f"br-{target.bridge}")
-        if have is None:
-            problems.append(f"{target.label}: no such bridge yet")
+        state = switch_state(plan, target.node, f"br-{target.bridge}")
+        if state is None:
+            problems.append(f"{target.label}: not reachable yet")
             continue
-        ours = {c for c in have if is_ours(c)}
+        ours, groups = state
         want = programs[dpid].cookies
         if ours != want:
             problems.append(f"{target.label}: {len(want - ours)} flows missing, "
                             f"{len(ours - want)} stale")
+        if groups != group_summary(programs[dpid]):
+            problems.append(f"{target.label}: groups differ from the desired ones")
     return problems
 
 
@@ -260,8 +263,8 @@ def wait_ready(plan: LabPlan, services: Services, timeout: float) -> None:
         if state.ready:
             return
         time.sleep(1)
-    raise LabError("lab not ready after %.0f s:\n  %s\n%s" % (
-        timeout, "\n  ".join(state.problems), log_tails()))
+    problems = "\n  ".join(state.problems)
+    raise LabError(f"lab not ready after {timeout:.0f} s:\n  {problems}\n{log_tails()}")
 
 
 # --- status / exec / down ------------------------------------------------------------------
@@ -311,10 +314,8 @@ def down(say: Callable[[str], None] = print) -> bool:
         out = run(["ip", "netns", "pids", ns], check=False)
         pids += [int(p) for p in out.split()]
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5
     while _alive(pids) and time.monotonic() < deadline:
         time.sleep(0.1)

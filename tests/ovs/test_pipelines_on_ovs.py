@@ -1,0 +1,88 @@
+"""The Manager programs one Mux and one hypervisor on real userspace OVS."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from ananta.controller.compile_mux import bucket_id
+from ananta.controller.flows import ip_int
+
+from tests.ovs.rig import HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    try:
+        r.start()
+        r.wait_programmed()
+        yield r
+    finally:
+        r.stop()
+
+
+def mux_trace(rig: Rig, sport: int, dport: int = 80) -> str:
+    return rig.trace(MUX_NS, "br-phy", f"in_port=1,tcp,nw_src=198.51.100.2,"
+                     f"nw_dst=203.0.113.10,tp_src={sport},tp_dst={dport}")
+
+
+def test_switches_hold_exactly_the_desired_flows(rig: Rig) -> None:
+    assert rig.programmed()
+    groups = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", "br-int")
+    assert "selection_method=hash" in groups
+    assert "fields(ip_src,ip_dst,nw_proto,tcp_src,tcp_dst)" in groups
+    for ip in VM_IPS:
+        assert f"bucket_id:{bucket_id(ip)},weight:100" in groups
+
+
+def test_mux_encapsulates_to_the_dips_host_with_key_dip(rig: Rig) -> None:
+    keys = set()
+    for sport in range(40000, 40040):
+        out = mux_trace(rig, sport)
+        assert f"set_field:{UNDERLAY[HV_NS]}->tun_dst" in out, out
+        m = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", out)
+        assert m, out
+        keys.add(int(m.group(1), 16))
+    assert keys == {ip_int(ip) for ip in VM_IPS}
+
+
+def test_mux_drops_a_vip_port_without_endpoint(rig: Rig) -> None:
+    out = mux_trace(rig, 40000, dport=81)
+    assert out.rstrip().endswith("Datapath actions: drop"), out
+
+
+def test_host_decapsulates_and_dnats_to_the_vm(rig: Rig) -> None:
+    out = rig.trace(HV_NS, "br-int", f"in_port=1,tun_id={ip_int(VM_IPS[1])},tcp,"
+                    "nw_src=198.51.100.2,nw_dst=203.0.113.10,tp_src=40000,tp_dst=80")
+    assert "ct(commit,zone=11,nat(dst=10.9.0.12:8080))" in out, out
+    assert "output:11" in out, out
+
+
+def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) -> None:
+    before = {b: rig.cookies(MUX_NS, b) for b in ("br-int", "br-phy")}
+    rig.stop_manager()
+    rig.start_manager()
+    rig.wait_programmed()
+    assert {b: rig.cookies(MUX_NS, b) for b in ("br-int", "br-phy")} == before
+    # one backend leaves: its bucket and its host flows go, nothing else changes
+    rig.write_services(services(backend_ips=(VM_IPS[0],)))
+    rig.wait_programmed()
+    groups = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", "br-int")
+    assert f"bucket_id:{bucket_id(VM_IPS[1])}" not in groups
+    assert f"bucket_id:{bucket_id(VM_IPS[0])}" in groups
+    # bad services are refused: the Manager says so and the switches keep what they had
+    flows_before = rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int")
+    bad = services(backend_ips=(VM_IPS[0],))
+    bad["vips"][0]["endpoints"][0]["backends"][0]["weight"] = 100000
+    rig.write_services(bad)
+    deadline = time.monotonic() + 10
+    while "refused new services" not in rig.manager_log():
+        assert time.monotonic() < deadline, rig.logs()
+        time.sleep(0.1)
+    assert "backends[0].weight" in rig.manager_log()
+    assert rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int") == flows_before
+    rig.write_services(services())
+    rig.wait_programmed()
