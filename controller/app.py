@@ -34,6 +34,7 @@ from os_ken.ofproto import ofproto_v1_5
 from ananta.config import InvalidConfig
 
 LOG = logging.getLogger("ananta.manager")
+SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
 
 
 @dataclass
@@ -77,6 +78,7 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         path = self.config.services_file
         while True:
             hub.sleep(0.5)
+            self._restart_stalled_syncs()
             try:
                 mtime = os.stat(path).st_mtime if os.path.exists(path) else 0.0
                 if mtime == self.services_mtime:
@@ -92,6 +94,18 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
                 LOG.info("services changed: %d VIPs; reconciling %d switches",
                          len(services.vips), len(self.sessions))
                 for session in self.sessions.values():
+                    self._start_sync(session)
+
+    def _restart_stalled_syncs(self) -> None:
+        """A reply the switch never sent (or os-ken could not parse) must not stall a switch."""
+        with self.lock:
+            now = time.monotonic()
+            for session in self.sessions.values():
+                busy = session.pending or session.barrier_xid is not None
+                if busy and now - session.started > SYNC_TIMEOUT:
+                    LOG.error("%s: no complete answer in %.0f s; starting over",
+                              session.target.label, SYNC_TIMEOUT)
+                    session.pending, session.barrier_xid = set(), None
                     self._start_sync(session)
 
     # --- switch lifecycle ----------------------------------------------------------------

@@ -158,6 +158,30 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
     return plan
 
 
+def apply_services(text: str, source: str, timeout: float = 30) -> Services:
+    """Hand the Manager a new services file (validated first) and wait until it is programmed.
+
+    The Manager watches its services file; the lab also records the services so that its
+    readiness check knows what every switch should hold.
+    """
+    plan, _ = load_plan()
+    services = parse_yaml_text(Services, text, source)
+    errors = check_services(services, configs.inventory(plan))
+    if errors:
+        raise LabError("\n".join(f"{source}: {e}" for e in errors))
+    state_path = os.path.join(RUN_DIR, STATE_FILE)
+    with open(state_path, encoding="utf-8") as fh:
+        state = json.load(fh)
+    state["services"] = services.model_dump(mode="json")
+    _write(state_path + ".tmp", json.dumps(state, indent=1))
+    os.replace(state_path + ".tmp", state_path)
+    target = os.path.join(configs.node_dir(RUN_DIR, "manager"), "services.yaml")
+    _write(target + ".tmp", text)
+    os.replace(target + ".tmp", target)
+    wait_ready(plan, services, timeout)
+    return services
+
+
 # --- readiness -----------------------------------------------------------------------------
 
 @dataclass

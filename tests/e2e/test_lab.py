@@ -1,0 +1,108 @@
+"""The default Clos lab with the real daemons: the VIP is served end to end with DSR."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from ananta.topologies import lab
+from ananta.topologies.checks import serve_check
+
+VIP = "203.0.113.10"
+ANANTA = [os.path.join(os.path.dirname(sys.executable), "ananta")]
+
+
+def cli(*args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ANANTA, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def lab_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-af", r"ananta-(manager|mux|hostagent)|exabgp|"
+                          r"/usr/lib/frr/(bgpd|zebra)|ananta/lab/"],
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="module")
+def running_lab() -> Iterator[None]:
+    lab.down(say=lambda _: None)
+    try:
+        lab.up(None, None, timeout=120, say=print)
+        yield
+    finally:
+        lab.down(say=print)
+
+
+def test_vip_served_by_all_backends_through_both_muxes_with_dsr(running_lab: None) -> None:
+    plan, _ = lab.load_plan()
+    report = serve_check(VIP, count=200)
+    assert report.failures == []
+    assert set(report.served_by) == {"vm1", "vm2", "vm3", "vm4"}, report.served_by
+    assert min(report.served_by.values()) >= 20, report.served_by
+    assert sorted(report.muxes_carrying) == ["mux1", "mux2"], report.mux_endpoint_packets
+    assert report.dsr_ok(plan), report.vip_packets_leaving
+
+
+def test_routers_hold_an_ecmp_route_over_both_muxes(running_lab: None) -> None:
+    plan, _ = lab.load_plan()
+    for spine in ("spine1", "spine2"):
+        routes = json.loads(lab.ns_run(plan, spine, ["ip", "-j", "route", "show", VIP]))
+        assert len(routes[0]["nexthops"]) == 2, routes
+    routes = json.loads(lab.ns_run(plan, "border", ["ip", "-j", "route", "show", VIP]))
+    assert len(routes[0]["nexthops"]) == 2, routes
+
+
+def test_status_exec_and_a_second_up(running_lab: None) -> None:
+    status = cli("lab", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    assert state["ready"] is True
+    roles = {n["name"]: n["role"] for n in state["nodes"]}
+    assert roles["mux1"] == "mux" and roles["vm4"] == "vm" and roles["manager"] == "manager"
+    assert roles["leaf1"] == "router" and roles["client1"] == "client"
+    assert roles["hv2"] == "hypervisor"
+    addr = cli("lab", "exec", "vm1", "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert "10.1.0.11/24" in addr.stdout
+    again = cli("lab", "up")
+    assert again.returncode == 0 and "already up" in again.stdout
+
+
+def test_a_backend_removed_from_the_services_is_no_longer_served(running_lab: None) -> None:
+    with open(lab.DEMO_SERVICES) as fh:
+        data = yaml.safe_load(fh)
+    original = yaml.safe_dump(data)
+    data["vips"][0]["endpoints"][0]["backends"] = data["vips"][0]["endpoints"][0]["backends"][:3]
+    lab.apply_services(yaml.safe_dump(data), "three-backends")
+    try:
+        report = serve_check(VIP, count=60)
+        assert report.failures == []
+        assert set(report.served_by) == {"vm1", "vm2", "vm3"}
+    finally:
+        lab.apply_services(original, "demo")
+
+
+def test_down_leaves_nothing_behind(running_lab: None) -> None:
+    assert lab.down(say=print) is True
+    assert lab.lab_namespaces() == []
+    assert not os.path.exists(lab.RUN_DIR)
+    assert lab_processes() == []
+    again = cli("lab", "down")
+    assert again.returncode == 0 and "no lab is up" in again.stdout
+
+
+def test_lab_up_refuses_bad_services_before_building_anything(tmp_path: object) -> None:
+    bad = os.path.join(str(tmp_path), "bad.yaml")
+    with open(bad, "w") as fh:
+        fh.write("vips:\n  - name: web\n    address: 203.0.113.10\n    endpoints:\n"
+                 "      - {protocol: tcp, port: 80, backends: [{address: 10.1.0.11, port: 8080,"
+                 " weight: 7000}]}\n")
+    result = cli("lab", "up", "--services", bad)
+    assert result.returncode != 0
+    assert "vips[0].endpoints[0].backends[0].weight" in result.stderr
+    assert lab.lab_namespaces() == []
