@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -122,7 +123,7 @@ class Inventory(StrictModel):
     hosts: list[HostNode] = []
 
 
-def _duplicates(items: list[tuple[str, object]]) -> list[ConfigError]:
+def _duplicates(items: Sequence[tuple[str, object]]) -> list[ConfigError]:
     seen: dict[object, str] = {}
     errors = []
     for path, key in items:
@@ -173,7 +174,7 @@ def check_services(services: Services, inv: Inventory, prefix: str = "") -> list
     errors: list[ConfigError] = []
     pools = [ipaddress.IPv4Network(p) for p in inv.vip_pool]
     known_dips = {vm.address for host in inv.hosts for vm in host.vms}
-    underlay = {n.underlay_address for n in [*inv.muxes, *inv.hosts]}
+    underlay = {m.underlay_address for m in inv.muxes} | {h.underlay_address for h in inv.hosts}
     names, endpoints = [], []
     for i, vip in enumerate(services.vips):
         vpath = join_path(prefix, "vips", i)

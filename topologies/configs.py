@@ -68,8 +68,8 @@ def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:
     return {
         "name": node.name,
         "ovs_rundir": node_dir(run_dir, node),
-        "datapath_ids": {"int": dpid(role, node.index, "int"),  # type: ignore[arg-type]
-                         "phy": dpid(role, node.index, "phy")},  # type: ignore[arg-type]
+        "datapath_ids": {"int": dpid(role, node.index, "int"),
+                         "phy": dpid(role, node.index, "phy")},
         "uplink": {"interface": "uplink", "address": uplink.address, "gateway": gateway,
                    "mtu": uplink.mtu},
         "managers": [f"{manager_address(plan)}:{OPENFLOW_PORT}"],

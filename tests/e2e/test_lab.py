@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-
 from ananta.topologies import lab
 from ananta.topologies.checks import serve_check
 
