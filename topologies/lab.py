@@ -153,7 +153,7 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
         wait_ready(plan, services, timeout)
         say(f"lab ready in {time.monotonic() - t0:.1f} s")
     except BaseException:
-        say("lab did not come up; its logs are in " + RUN_DIR)
+        say(f"lab did not come up; its logs are in {RUN_DIR}; `ananta lab down` removes it")
         raise
     return plan
 
