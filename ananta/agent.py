@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ananta.bridges import BR_INT, BR_PHY
+from ananta.config import InvalidConfig
 from ananta.node import NodeConfig, VmPort, host_network_commands, ovs_bootstrap_args
-from ananta.shell import run, run_all
+from ananta.shell import CommandFailed, run, run_all
+
+LOG = logging.getLogger("ananta.agent")
+CHECK_INTERVAL = 2.0
+C = TypeVar("C")
 
 
 def ovs_env(config: NodeConfig) -> dict[str, str]:
@@ -23,3 +33,51 @@ def converge(config: NodeConfig, vms: Sequence[VmPort] = ()) -> None:
 def bridges_present(config: NodeConfig) -> bool:
     out = run(["ovs-vsctl", "--timeout=5", "list-br"], env=ovs_env(config), check=False)
     return {BR_INT, BR_PHY} <= set(out.split())
+
+
+def agent_arguments(prog: str, description: str | None,
+                    argv: list[str] | None) -> argparse.Namespace:
+    """The command line every node agent shares; also sets up logging."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--check-config", action="store_true",
+                    help="validate the config file, then exit")
+    ap.add_argument("--once", action="store_true", help="bootstrap the bridges, then exit")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args
+
+
+def load_or_report(loader: Callable[[str], C], args: argparse.Namespace) -> C | int:
+    """The config, or an exit code after printing why it was refused / that it is fine."""
+    try:
+        config = loader(args.config)
+    except InvalidConfig as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("config OK")
+        return 0
+    return config
+
+
+def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
+                   after_each_check: Callable[[], None]) -> int:
+    """Converge the bridges, then re-check every INTERVAL s (an OVS restart loses them)."""
+    converged = False
+    while True:
+        try:
+            if not converged or not bridges_present(config):
+                converge(config, vms)
+                converged = True
+                LOG.info("%s: bridges converged (%d VM ports)", config.name, len(vms))
+        except CommandFailed as exc:
+            converged = False
+            LOG.error("bootstrap failed, retrying: %s", exc)
+        if converged:
+            if once:
+                return 0
+            after_each_check()
+        time.sleep(CHECK_INTERVAL)

@@ -14,12 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ananta.controller import ofmsg
-from ananta.controller.config import ManagerConfig, load_services
-from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
-from ananta.controller.flows import Group, SwitchProgram
-from ananta.controller.model import Services
-from ananta.controller.reconcile import InstalledFlow, plan
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (
@@ -32,6 +26,12 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
 from ananta.config import InvalidConfig
+from ananta.controller import ofmsg
+from ananta.controller.config import ManagerConfig, load_services
+from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
+from ananta.controller.flows import Group, SwitchProgram
+from ananta.controller.model import Services
+from ananta.controller.reconcile import InstalledFlow, plan
 
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier

@@ -14,6 +14,13 @@ br-phy, table 0: ARP from the uplink teaches table 1 the router's MAC (learn); D
 
 from __future__ import annotations
 
+from ananta.bridges import (
+    GATEWAY_MAC,
+    INT_GRE_OFPORT,
+    INT_PATCH_OFPORT,
+    PHY_PATCH_OFPORT,
+    PHY_UPLINK_OFPORT,
+)
 from ananta.controller.flows import (
     CT_EST,
     CT_INV,
@@ -40,14 +47,6 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import HostNode, Services, Vm
 from ananta.controller.pipeline import check_flows
-
-from ananta.bridges import (
-    GATEWAY_MAC,
-    INT_GRE_OFPORT,
-    INT_PATCH_OFPORT,
-    PHY_PATCH_OFPORT,
-    PHY_UPLINK_OFPORT,
-)
 
 PRIO_SERVICE = 300
 PRIO_VM = 200

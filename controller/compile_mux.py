@@ -11,6 +11,7 @@ br-int: each VIP endpoint -> a select group (OpenFlow 1.5, selection_method=hash
 
 from __future__ import annotations
 
+from ananta.bridges import INT_GRE_OFPORT, INT_PATCH_OFPORT, PHY_PATCH_OFPORT, PHY_UPLINK_OFPORT
 from ananta.controller.flows import (
     ETH_TYPE_IP,
     IP_PROTO,
@@ -29,8 +30,6 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import Endpoint, Inventory, Services, Vip
 from ananta.controller.pipeline import check_flows
-
-from ananta.bridges import INT_GRE_OFPORT, INT_PATCH_OFPORT, PHY_PATCH_OFPORT, PHY_UPLINK_OFPORT
 
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from ananta.controller.model import Inventory, IPv4, Services, check_inventory, check_services
 from pydantic import Field
 
 from ananta.bridges import OPENFLOW_PORT
 from ananta.config import InvalidConfig, StrictModel, load_yaml_file
+from ananta.controller.model import Inventory, IPv4, Services, check_inventory, check_services
 
 
 class OpenFlowListen(StrictModel):

@@ -6,9 +6,8 @@ import argparse
 import logging
 import sys
 
-from ananta.controller.config import load_manager_config, load_services
-
 from ananta.config import InvalidConfig
+from ananta.controller.config import load_manager_config, load_services
 
 
 def main(argv: list[str] | None = None) -> int:

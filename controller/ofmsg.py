@@ -9,6 +9,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
 from ananta.controller.flows import (
     Action,
     Ct,
@@ -20,9 +24,6 @@ from ananta.controller.flows import (
     Resubmit,
     SetField,
 )
-from os_ken.ofproto import nicira_ext
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 NX_NAT_F_DST = 1 << 1
 # OVS's group property choosing the select method (struct ntr_group_prop_selection_method):

@@ -8,19 +8,12 @@ ARPs the router (see refresh_router_mac).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
 import sys
-import time
 
+from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.hostagent.config import HostAgentConfig, load_hostagent_config
-
-from ananta.agent import bridges_present, converge, ovs_env
-from ananta.config import InvalidConfig
-from ananta.shell import CommandFailed, run
-
-LOG = logging.getLogger("ananta.hostagent")
+from ananta.shell import run
 
 
 def refresh_router_mac(config: HostAgentConfig) -> None:
@@ -34,38 +27,12 @@ def refresh_router_mac(config: HostAgentConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ananta-hostagent", description=__doc__)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--check-config", action="store_true")
-    ap.add_argument("--once", action="store_true", help="bootstrap, then exit")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_hostagent_config(args.config)
-    except InvalidConfig as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.check_config:
-        print("config OK")
-        return 0
+    args = agent_arguments("ananta-hostagent", __doc__, argv)
+    config = load_or_report(load_hostagent_config, args)
+    if isinstance(config, int):
+        return config
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    converged = False
-    while True:
-        try:
-            if not converged or not bridges_present(config):
-                converge(config, config.vms)
-                converged = True
-                LOG.info("%s: bridges converged (%d VM ports)", config.name, len(config.vms))
-        except CommandFailed as exc:
-            converged = False
-            LOG.error("bootstrap failed, retrying: %s", exc)
-        if converged:
-            refresh_router_mac(config)
-        if args.once and converged:
-            return 0
-        time.sleep(2)
+    return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ import sys
 import threading
 import time
 
+from ananta.agent import ovs_env
 from ananta.bgp.commands import route_changes
+from ananta.bridges import BR_PHY
 from ananta.mux.config import MuxConfig, load_mux_config
 from ananta.mux.programmed import steer_cookie_filter, vips_in_flow_dump
-
-from ananta.agent import ovs_env
-from ananta.bridges import BR_PHY
 from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.mux.announcer")

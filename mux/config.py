@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from ananta.controller.model import IPv4
 from pydantic import Field
 
 from ananta.config import StrictModel, load_yaml_file
+from ananta.controller.model import IPv4
 from ananta.node import NodeConfig
 
 AsNumber = Annotated[int, Field(ge=1, le=4294967294)]

@@ -7,20 +7,15 @@ them there, and runs ExaBGP (restarting it if it dies), whose helper process
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 
+from ananta.agent import agent_arguments, keep_converged, load_or_report
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
 from ananta.mux.config import MuxConfig, load_mux_config
-
-from ananta.agent import bridges_present, converge
-from ananta.config import InvalidConfig
-from ananta.shell import CommandFailed
 
 LOG = logging.getLogger("ananta.mux")
 
@@ -54,24 +49,20 @@ def start_exabgp(config: MuxConfig, conf_path: str) -> subprocess.Popen[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ananta-mux", description=__doc__)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--check-config", action="store_true")
-    ap.add_argument("--once", action="store_true",
-                    help="bootstrap the bridges, then exit (no BGP speaker)")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_mux_config(args.config)
-    except InvalidConfig as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.check_config:
-        print("config OK")
-        return 0
+    args = agent_arguments("ananta-mux", __doc__, argv)
+    config = load_or_report(load_mux_config, args)
+    if isinstance(config, int):
+        return config
     speaker: subprocess.Popen[bytes] | None = None
+    conf_path = ""
+
+    def keep_speaker_running() -> None:
+        nonlocal speaker, conf_path
+        if speaker is None or speaker.poll() is not None:
+            if speaker is not None:
+                LOG.error("ExaBGP exited with %s; restarting it", speaker.returncode)
+            conf_path = conf_path or write_exabgp_config(config, args.config)
+            speaker = start_exabgp(config, conf_path)
 
     def stop(*_: object) -> None:
         if speaker is not None and speaker.poll() is None:
@@ -84,25 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    converged = False
-    conf_path = ""
-    while True:
-        try:
-            if not converged or not bridges_present(config):
-                converge(config)
-                converged = True
-                LOG.info("%s: bridges converged", config.name)
-        except CommandFailed as exc:
-            converged = False
-            LOG.error("bootstrap failed, retrying: %s", exc)
-        if args.once and converged:
-            return 0
-        if converged and (speaker is None or speaker.poll() is not None):
-            if speaker is not None:
-                LOG.error("ExaBGP exited with %s; restarting it", speaker.returncode)
-            conf_path = conf_path or write_exabgp_config(config, args.config)
-            speaker = start_exabgp(config, conf_path)
-        time.sleep(2)
+    return keep_converged(config, (), args.once, keep_speaker_running)
 
 
 if __name__ == "__main__":

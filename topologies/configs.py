@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ananta.bridges import FIRST_VM_OFPORT, OPENFLOW_PORT
 from ananta.controller.model import BridgeIds, HostNode, Inventory, MuxNode, Vm
 from ananta.topologies.spec import MUX_AS, LabPlan, Node, dpid, manager_address
-
-from ananta.bridges import FIRST_VM_OFPORT, OPENFLOW_PORT
 
 
 def node_dir(run_dir: str, node: Node | str) -> str:

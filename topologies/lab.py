@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from ananta.config import load_yaml_file, parse_yaml_text
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
 from ananta.controller.model import Services, check_services
+from ananta.ofctl_dump import GroupSummary, cookies_in_flow_dump, group_summary, groups_in_dump
+from ananta.shell import CommandFailed, run
 from ananta.topologies import configs
 from ananta.topologies.daemons import Daemon, daemons
 from ananta.topologies.netns import NS_PREFIX, build_commands
 from ananta.topologies.spec import LabPlan, LabSpec, build_plan
-
-from ananta.config import load_yaml_file, parse_yaml_text
-from ananta.ofctl_dump import GroupSummary, cookies_in_flow_dump, group_summary, groups_in_dump
-from ananta.shell import CommandFailed, run
 
 RUN_DIR = os.environ.get("ANANTA_LAB_DIR", "/run/ananta/lab")
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
+
 from ananta.topologies import lab
 from ananta.topologies.checks import serve_check
 

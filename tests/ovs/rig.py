@@ -19,10 +19,10 @@ import time
 from typing import Any
 
 import yaml
+
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
 from ananta.controller.model import Inventory, Services
-
 from ananta.ofctl_dump import (
     GroupSummary,
     cookies_in_flow_dump,

@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from ananta.controller.compile_mux import bucket_id
 from ananta.controller.flows import ip_int
-
 from tests.ovs.rig import HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
 
 

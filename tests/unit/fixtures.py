@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from ananta.config import parse_yaml_text
 from ananta.controller.model import Inventory, Services
 from ananta.topologies.configs import inventory
 from ananta.topologies.lab import DEMO_SERVICES
 from ananta.topologies.spec import LabSpec, build_plan
-
-from ananta.config import parse_yaml_text
 
 
 def default_inventory() -> Inventory:

@@ -5,11 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import yaml
-from ananta.controller.compile_host import compile_host_int, compile_host_phy
-from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
-from ananta.controller.desired import desired_programs
-from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
-from ananta.controller.model import Services
 
 from ananta.bridges import (
     GATEWAY_MAC,
@@ -19,6 +14,11 @@ from ananta.bridges import (
     PHY_UPLINK_OFPORT,
 )
 from ananta.config import parse_yaml_text
+from ananta.controller.compile_host import compile_host_int, compile_host_phy
+from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
+from ananta.controller.desired import desired_programs
+from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
+from ananta.controller.model import Services
 from tests.flowsim import NORMAL, Switch
 from tests.unit.fixtures import default_inventory, demo_services, demo_services_text
 

@@ -7,11 +7,11 @@ import pathlib
 from types import SimpleNamespace
 
 import pytest
-from ananta.controller import ofmsg
-from ananta.controller.desired import desired_programs
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
+from ananta.controller import ofmsg
+from ananta.controller.desired import desired_programs
 from tests.unit.fixtures import default_inventory, demo_services
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

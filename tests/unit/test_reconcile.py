@@ -17,7 +17,6 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import Services
 from ananta.controller.reconcile import InstalledFlow, plan
-
 from tests.unit.fixtures import default_inventory, demo_services
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from ananta.controller.model import Services, check_services
 
 from ananta.config import InvalidConfig, parse_yaml_text
+from ananta.controller.model import Services, check_services
 from tests.unit.fixtures import default_inventory, demo_services, demo_services_text
 
 

@@ -6,6 +6,8 @@ import ipaddress
 from collections import Counter
 
 import pytest
+
+from ananta.config import InvalidConfig, parse, parse_yaml_text
 from ananta.controller.config import ManagerConfig
 from ananta.controller.model import check_inventory
 from ananta.hostagent.config import HostAgentConfig
@@ -14,8 +16,6 @@ from ananta.topologies import configs
 from ananta.topologies.daemons import daemons
 from ananta.topologies.netns import NS_PREFIX, build_commands
 from ananta.topologies.spec import LabSpec, build_plan
-
-from ananta.config import InvalidConfig, parse, parse_yaml_text
 
 RUN = "/run/ananta/test"
 
