@@ -178,7 +178,7 @@ def check_services(services: Services, inv: Inventory, prefix: str = "") -> list
     names, endpoints = [], []
     for i, vip in enumerate(services.vips):
         vpath = join_path(prefix, "vips", i)
-        names.append((f"{vpath}.name", vip.name))
+        names.append((f"{vpath}.name", f"{vip.tenant}/{vip.name}"))
         address = ipaddress.IPv4Address(vip.address)
         if not any(address in pool for pool in pools):
             errors.append(

@@ -1,0 +1,305 @@
+"""The Manager's replicated state and the commands that change it (pure).
+
+Raft (pysyncobj) replicates a log of command envelopes; every replica applies them in order
+with `apply_command`, which only changes the model: no I/O, no clock, no randomness (the
+proposer puts the operation id and its own `now` in the envelope). A command that would make
+the state invalid changes nothing and returns the error, so every replica refuses it alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+
+from ananta.config import ConfigError, StrictModel, key_path
+from ananta.controller.model import (
+    Backend,
+    BackendState,
+    Endpoint,
+    Inventory,
+    Name,
+    Port,
+    Protocol,
+    Services,
+    Vip,
+    check_inventory,
+    check_services,
+)
+
+MAX_OPERATIONS_KEPT = 10000
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Tenant(StrictModel):
+    name: Name
+    token_sha256: Sha256
+
+
+class Operation(StrictModel):
+    op_id: str
+    kind: str
+    tenant: str | None
+    target: str
+    generation: int
+    proposed_at: float
+
+
+# --- commands --------------------------------------------------------------------------------
+
+class SetInventory(StrictModel):
+    op: Literal["set_inventory"] = "set_inventory"
+    inventory: Inventory
+
+
+class PutTenant(StrictModel):
+    op: Literal["put_tenant"] = "put_tenant"
+    tenant: Tenant
+
+
+class DeleteTenant(StrictModel):
+    op: Literal["delete_tenant"] = "delete_tenant"
+    name: Name
+
+
+class CreateVip(StrictModel):
+    op: Literal["create_vip"] = "create_vip"
+    vip: Vip
+
+
+class DeleteVip(StrictModel):
+    op: Literal["delete_vip"] = "delete_vip"
+    tenant: Name
+    name: Name
+
+
+class AddEndpoint(StrictModel):
+    op: Literal["add_endpoint"] = "add_endpoint"
+    tenant: Name
+    vip: Name
+    endpoint: Endpoint
+
+
+class RemoveEndpoint(StrictModel):
+    op: Literal["remove_endpoint"] = "remove_endpoint"
+    tenant: Name
+    vip: Name
+    protocol: Protocol
+    port: Port
+
+
+class AddBackend(StrictModel):
+    op: Literal["add_backend"] = "add_backend"
+    tenant: Name
+    vip: Name
+    protocol: Protocol
+    port: Port
+    backend: Backend
+
+
+class UpdateBackend(StrictModel):
+    op: Literal["update_backend"] = "update_backend"
+    tenant: Name
+    vip: Name
+    protocol: Protocol
+    port: Port
+    address: str
+    weight: Annotated[int, Field(ge=0, le=1000)] | None = None
+    state: BackendState | None = None
+
+
+class RemoveBackend(StrictModel):
+    op: Literal["remove_backend"] = "remove_backend"
+    tenant: Name
+    vip: Name
+    protocol: Protocol
+    port: Port
+    address: str
+
+
+Command = Annotated[
+    SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
+    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend,
+    Field(discriminator="op"),
+]
+
+
+class Envelope(StrictModel):
+    op_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    proposed_at: float
+    command: Command
+
+
+class CommandError(Exception):
+    def __init__(self, status: int, message: str, path: str = ""):
+        self.status, self.message, self.path = status, message, path
+        super().__init__(message)
+
+
+def result_error(status: int, message: str, path: str = "") -> dict[str, Any]:
+    return {"ok": False, "status": status, "error": message, "path": path}
+
+
+# --- state -----------------------------------------------------------------------------------
+
+class ClusterState:
+    """Everything the Manager replicates. Mutated only by `apply_command`."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.inventory = Inventory()
+        self.tenants: dict[str, Tenant] = {}
+        self.vips: dict[tuple[str, str], Vip] = {}
+        self.operations: OrderedDict[str, Operation] = OrderedDict()
+
+    def services(self) -> Services:
+        return Services(vips=[self.vips[k] for k in sorted(self.vips)])
+
+    def vip(self, tenant: str, name: str) -> Vip:
+        vip = self.vips.get((tenant, name))
+        if vip is None:
+            raise CommandError(404, f"no VIP {name!r} for tenant {tenant!r}", "name")
+        return vip
+
+
+def _endpoint_index(vip: Vip, protocol: str, port: int) -> int:
+    for i, ep in enumerate(vip.endpoints):
+        if ep.protocol == protocol and ep.port == port:
+            return i
+    raise CommandError(404, f"VIP {vip.name!r} has no endpoint {protocol}/{port}", "port")
+
+
+def _backend_index(ep: Endpoint, address: str) -> int:
+    for i, be in enumerate(ep.backends):
+        if be.address == address:
+            return i
+    raise CommandError(404, f"no backend {address} on {ep.protocol}/{ep.port}", "address")
+
+
+def _with_endpoint(vip: Vip, index: int, endpoint: Endpoint | None) -> Vip:
+    endpoints = list(vip.endpoints)
+    if endpoint is None:
+        del endpoints[index]
+    else:
+        endpoints[index] = endpoint
+    return vip.model_copy(update={"endpoints": endpoints})
+
+
+def _revalidate(vip: Vip) -> Vip:
+    """Re-run field validation on a VIP built by model_copy (which skips it)."""
+    try:
+        return Vip.model_validate(vip.model_dump())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CommandError(422, err["msg"], key_path(err["loc"])) from None
+
+
+def _new_vips(state: ClusterState, cmd: Any) -> dict[tuple[str, str], Vip]:
+    vips = dict(state.vips)
+    if isinstance(cmd, CreateVip):
+        key = (cmd.vip.tenant, cmd.vip.name)
+        if cmd.vip.tenant not in state.tenants and cmd.vip.tenant != "default":
+            raise CommandError(404, f"no tenant {cmd.vip.tenant!r}", "tenant")
+        if key in vips:
+            raise CommandError(409, f"VIP {cmd.vip.name!r} already exists", "name")
+        vips[key] = cmd.vip
+        return vips
+    vip = state.vip(cmd.tenant, cmd.name if isinstance(cmd, DeleteVip) else cmd.vip)
+    key = (vip.tenant, vip.name)
+    if isinstance(cmd, DeleteVip):
+        del vips[key]
+    elif isinstance(cmd, AddEndpoint):
+        vips[key] = _revalidate(vip.model_copy(
+            update={"endpoints": [*vip.endpoints, cmd.endpoint]}))
+    elif isinstance(cmd, RemoveEndpoint):
+        index = _endpoint_index(vip, cmd.protocol, cmd.port)
+        if len(vip.endpoints) == 1:
+            raise CommandError(409, "a VIP keeps at least one endpoint: delete the VIP", "port")
+        vips[key] = _with_endpoint(vip, index, None)
+    else:
+        index = _endpoint_index(vip, cmd.protocol, cmd.port)
+        ep = vip.endpoints[index]
+        backends = list(ep.backends)
+        if isinstance(cmd, AddBackend):
+            backends.append(cmd.backend)
+        elif isinstance(cmd, UpdateBackend):
+            i = _backend_index(ep, cmd.address)
+            changes = {k: v for k, v in (("weight", cmd.weight), ("state", cmd.state))
+                       if v is not None}
+            backends[i] = backends[i].model_copy(update=changes)
+        elif isinstance(cmd, RemoveBackend):
+            del backends[_backend_index(ep, cmd.address)]
+        new_ep = ep.model_copy(update={"backends": backends})
+        vips[key] = _revalidate(_with_endpoint(vip, index, new_ep))
+    return vips
+
+
+def _target(cmd: Any) -> tuple[str | None, str]:
+    if isinstance(cmd, SetInventory):
+        return None, "inventory"
+    if isinstance(cmd, PutTenant):
+        return cmd.tenant.name, f"tenant/{cmd.tenant.name}"
+    if isinstance(cmd, DeleteTenant):
+        return cmd.name, f"tenant/{cmd.name}"
+    if isinstance(cmd, CreateVip):
+        return cmd.vip.tenant, f"vip/{cmd.vip.tenant}/{cmd.vip.name}"
+    name = cmd.name if isinstance(cmd, DeleteVip) else cmd.vip
+    return cmd.tenant, f"vip/{cmd.tenant}/{name}"
+
+
+def _first(errors: list[ConfigError], status: int) -> CommandError:
+    e = errors[0]
+    return CommandError(status, e.message, e.path)
+
+
+def _apply(state: ClusterState, cmd: Any) -> None:
+    """Change `state` for `cmd`, or raise CommandError having changed nothing."""
+    if isinstance(cmd, SetInventory):
+        errors = check_inventory(cmd.inventory, "inventory")
+        if errors:
+            raise _first(errors, 422)
+        errors = check_services(state.services(), cmd.inventory)
+        if errors:
+            raise CommandError(409, f"the new inventory breaks existing VIPs: {errors[0]}")
+        state.inventory = cmd.inventory
+    elif isinstance(cmd, PutTenant):
+        state.tenants[cmd.tenant.name] = cmd.tenant
+    elif isinstance(cmd, DeleteTenant):
+        if cmd.name not in state.tenants:
+            raise CommandError(404, f"no tenant {cmd.name!r}", "name")
+        if any(t == cmd.name for t, _ in state.vips):
+            raise CommandError(409, f"tenant {cmd.name!r} still has VIPs", "name")
+        del state.tenants[cmd.name]
+    else:
+        vips = _new_vips(state, cmd)
+        candidate = Services(vips=[vips[k] for k in sorted(vips)])
+        errors = check_services(candidate, state.inventory)
+        if errors:
+            conflict = any("duplicates" in e.message for e in errors)
+            # paths inside the candidate document mean nothing to the caller: keep the field
+            e = errors[0]
+            field = re.sub(r"^vips\[\d+\]\.?", "", e.path)
+            raise CommandError(409 if conflict else 422, e.message, field)
+        state.vips = vips
+
+
+def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
+    """Apply one committed command. Deterministic; never raises for a bad command."""
+    if envelope.op_id in state.operations:  # a retried proposal: answer as the first time
+        op = state.operations[envelope.op_id]
+        return {"ok": True, "status": 200, "op_id": op.op_id, "generation": op.generation}
+    cmd = envelope.command
+    try:
+        _apply(state, cmd)
+    except CommandError as exc:
+        return result_error(exc.status, exc.message, exc.path)
+    state.generation += 1
+    tenant, target = _target(cmd)
+    state.operations[envelope.op_id] = Operation(
+        op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,
+        generation=state.generation, proposed_at=envelope.proposed_at)
+    while len(state.operations) > MAX_OPERATIONS_KEPT:
+        state.operations.popitem(last=False)
+    return {"ok": True, "status": 200, "op_id": envelope.op_id, "generation": state.generation}
