@@ -1,14 +1,16 @@
 """The os-ken application: the only place the Manager touches OpenFlow I/O (imperative shell).
 
-On every switch connection, and whenever the services change, it asks the switch for its flows
+Every replica connects to every switch. The Raft leader claims the OpenFlow MASTER role with
+generation_id = its Raft term; the others are SLAVE, so a deposed leader can no longer change
+a switch (the switch itself refuses it). The leader, on every switch connection, on becoming
+leader, and whenever the replicated config generation moves, asks the switch for its flows
 and groups, plans the difference against the compiled desired program (reconcile.plan) and
-sends it, closed by a barrier. Everything it decides comes from pure modules.
+sends it, closed by a barrier; the barrier reply records the generation the switch now holds.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,13 +27,12 @@ from os_ken.controller.handler import (
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
-from ananta.config import InvalidConfig
 from ananta.controller import ofmsg
-from ananta.controller.config import ManagerConfig, load_services
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import Group, SwitchProgram
-from ananta.controller.model import Services
+from ananta.controller.model import Inventory
 from ananta.controller.reconcile import InstalledFlow, plan
+from ananta.controller.service import ReplicaService
 
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
@@ -48,53 +49,104 @@ class SwitchSession:
     resync: bool = False
     started: float = 0.0
     barrier_xid: int | None = None
+    generation: int = 0  # of the program the current sync is applying
+    role_sent: tuple[bool, int] | None = None  # (master?, term) last requested
 
 
-class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
+class AnantaManagerApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_5.OFP_VERSION]
-    config: ManagerConfig  # set by ananta.controller.main before the app starts
+    service: ReplicaService  # set by ananta.controller.main before the app starts
+    seed_inventory: Inventory | None = None  # proposed by a leader that finds none
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lock = threading.RLock()
-        self.targets = switch_targets(self.config.inventory)
         self.sessions: dict[int, SwitchSession] = {}
-        self.services_mtime = 0.0
-        self.services = self._load_services_or_exit()
-        self.programs = desired_programs(self.services, self.config.inventory)
-        self.watcher = hub.spawn(self._watch_services)
+        self.leading: tuple[bool, int] = (False, 0)
+        self.generation = -1
+        self.targets: dict[int, SwitchTarget] = {}
+        self.programs: dict[int, SwitchProgram] = {}
+        self.datapaths: dict[int, Any] = {}  # every connected switch, known or not
+        self.seeding = False
+        self.watcher = hub.spawn(self._housekeeping)
 
-    # --- services file -------------------------------------------------------------------
+    # --- replicated state and leadership --------------------------------------------------
 
-    def _load_services_or_exit(self) -> Services:
-        path = self.config.services_file
-        if not os.path.exists(path):
-            LOG.info("services file %s does not exist yet: no VIPs", path)
-            return Services()
-        self.services_mtime = os.stat(path).st_mtime
-        return load_services(path, self.config.inventory)
-
-    def _watch_services(self) -> None:
-        path = self.config.services_file
+    def _housekeeping(self) -> None:
         while True:
-            hub.sleep(0.5)
-            self._restart_stalled_syncs()
+            hub.sleep(0.05)
             try:
-                mtime = os.stat(path).st_mtime if os.path.exists(path) else 0.0
-                if mtime == self.services_mtime:
-                    continue
-                self.services_mtime = mtime
-                services = load_services(path, self.config.inventory) if mtime else Services()
-            except InvalidConfig as exc:
-                LOG.error("refused new services, keeping the current ones: %s", exc)
-                continue
-            programs = desired_programs(services, self.config.inventory)
-            with self.lock:
-                self.services, self.programs = services, programs
-                LOG.info("services changed: %d VIPs; reconciling %d switches",
-                         len(services.vips), len(self.sessions))
+                self._follow_cluster()
+                self._restart_stalled_syncs()
+            except Exception:  # never let the loop die
+                LOG.exception("housekeeping failed")
+
+    def _follow_cluster(self) -> None:
+        cluster = self.service.cluster
+        leading = (cluster.is_leader, cluster.term)
+        replicated = cluster.replicated
+        with replicated.lock:
+            generation = cluster.state.generation
+            if generation != self.generation:
+                inventory, services = cluster.state.inventory, cluster.state.services()
+        with self.lock:
+            if generation != self.generation:
+                self.targets = switch_targets(inventory)
+                self.programs = desired_programs(services, inventory)
+                self.generation = generation
+                changed = True
+                self._adopt_known_switches()
+            else:
+                changed = False
+            if leading != self.leading:
+                LOG.info("Raft: %s in term %d", "leader" if leading[0] else "follower",
+                         leading[1])
+                self.leading = leading
+                for session in self.sessions.values():
+                    self._claim_role(session)
+                changed = True
+            if changed and self.leading[0]:
                 for session in self.sessions.values():
                     self._start_sync(session)
+        current = cluster.state.inventory
+        if (leading[0] and self.seed_inventory and not self.seeding
+                and not current.muxes and not current.hosts):
+            self.seeding = True
+            hub.spawn(self._seed)
+
+    def _seed(self) -> None:
+        """A new, empty cluster takes its inventory from the leader's config file."""
+        assert self.seed_inventory is not None
+        try:
+            result = self.service.propose({"op": "set_inventory",
+                                           "inventory": self.seed_inventory.model_dump()})
+            LOG.info("seeded the inventory from the config: %s", result)
+        except Exception as exc:
+            LOG.error("could not seed the inventory (will retry): %s", exc)
+        finally:
+            self.seeding = False
+
+    def _adopt_known_switches(self) -> None:
+        """Switches that connected before the inventory named them get a session now."""
+        for dpid, dp in self.datapaths.items():
+            target = self.targets.get(dpid)
+            if target is not None and dpid not in self.sessions:
+                LOG.info("switch %s (dpid %016x) is now in the inventory", target.label, dpid)
+                session = SwitchSession(dp, target)
+                self.sessions[dpid] = session
+                self._claim_role(session)
+                self._start_sync(session)
+
+    def _claim_role(self, session: SwitchSession) -> None:
+        """MASTER with generation_id = Raft term on the leader, SLAVE elsewhere."""
+        master, term = self.leading
+        if session.role_sent == (master, term):
+            return
+        dp = session.datapath
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+        dp.send_msg(parser.OFPRoleRequest(dp, role, ofp.OFPCID_UNDEFINED, term))
+        session.role_sent = (master, term)
 
     def _restart_stalled_syncs(self) -> None:
         """A reply the switch never sent (or os-ken could not parse) must not stall a switch."""
@@ -115,20 +167,27 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = ev.datapath
         with self.lock:
             if ev.state == MAIN_DISPATCHER:
+                self.datapaths[dp.id] = dp
                 target = self.targets.get(dp.id)
                 if target is None:
-                    LOG.warning("unknown switch dpid %016x connected; ignoring it", dp.id)
+                    LOG.warning("switch dpid %016x is not in the inventory (yet)", dp.id)
                     return
                 LOG.info("switch %s (dpid %016x) connected", target.label, dp.id)
                 session = SwitchSession(dp, target)
                 self.sessions[dp.id] = session
-                self._start_sync(session)
-            elif ev.state == DEAD_DISPATCHER and dp.id in self.sessions and (
-                    self.sessions[dp.id].datapath is dp):
-                LOG.info("switch %s disconnected", self.sessions[dp.id].target.label)
-                del self.sessions[dp.id]
+                self._claim_role(session)
+                if self.leading[0]:
+                    self._start_sync(session)
+            elif ev.state == DEAD_DISPATCHER:
+                if dp.id in self.datapaths and self.datapaths[dp.id] is dp:
+                    del self.datapaths[dp.id]
+                if dp.id in self.sessions and self.sessions[dp.id].datapath is dp:
+                    LOG.info("switch %s disconnected", self.sessions[dp.id].target.label)
+                    del self.sessions[dp.id]
 
     def _start_sync(self, session: SwitchSession) -> None:
+        if not self.leading[0]:
+            return
         if session.pending or session.barrier_xid is not None:
             session.resync = True
             return
@@ -137,6 +196,7 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
         session.flows, session.groups = [], {}
         session.pending = {"flows", "groups"}
         session.started = time.monotonic()
+        session.generation = self.generation
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
         # Group *stats* (ids and counters), not group descriptions: os-ken 4.2 cannot parse
@@ -171,6 +231,9 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _maybe_apply(self, session: SwitchSession) -> None:
         if session.pending:
+            return
+        if session.generation != self.generation:  # the config moved on while we asked
+            self._start_sync(session)
             return
         desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
         steps = plan(desired, session.flows, session.groups)
@@ -211,8 +274,10 @@ class AnantaManagerApp(app_manager.OSKenApp):  # type: ignore[misc]
             if session is None or ev.msg.xid != session.barrier_xid:
                 return
             session.barrier_xid = None
-            LOG.info("%s programmed in %.1f ms", session.target.label,
-                     (time.monotonic() - session.started) * 1000)
+            self.service.record_programmed(session.target.node, session.target.bridge,
+                                           session.generation, time.time())
+            LOG.info("%s programmed at generation %d in %.1f ms", session.target.label,
+                     session.generation, (time.monotonic() - session.started) * 1000)
             if session.resync:
                 session.resync = False
                 self._start_sync(session)

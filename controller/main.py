@@ -1,27 +1,47 @@
-"""`ananta-manager --config FILE`: start the os-ken controller with the Ananta app."""
+"""`ananta-manager --config FILE`: one Ananta Manager replica.
+
+It joins the Raft cluster (pysyncobj), serves the REST API (FastAPI on uvicorn, in a thread)
+and runs the os-ken OpenFlow controller (the main thread) that programs every switch while
+this replica is the Raft leader.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
+import threading
 
 from ananta.config import InvalidConfig
-from ananta.controller.config import load_manager_config, load_services
+from ananta.controller.config import ManagerConfig, load_manager_config, read_password
+from ananta.controller.service import ReplicaService
+
+
+def serve_api(config: ManagerConfig, service: ReplicaService) -> None:
+    import uvicorn
+
+    from ananta.controller.api import create_app
+
+    host, _, port = config.me.api.rpartition(":")
+    # uvicorn leaves signal handling alone outside the main thread (os-ken owns that one)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=int(port),
+                                           log_level="warning", access_log=False))
+    threading.Thread(target=server.run, name="rest-api", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ananta-manager", description=__doc__)
     ap.add_argument("--config", required=True, help="the Manager's YAML config")
     ap.add_argument("--check-config", action="store_true",
-                    help="validate the config and the services file, then exit")
+                    help="validate the config (and read the Raft password), then exit")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_manager_config(args.config)
-        load_services(config.services_file, config.inventory) if args.check_config else None
+        password = read_password(config.raft_password_file)
     except InvalidConfig as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -33,23 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     from os_ken.base.app_manager import AppManager
     from os_ken.lib import hub
 
+    from ananta.controller.replication import Cluster, RaftSettings
+
     hub.patch(thread=True)
-    conf = cfg.CONF
-    conf.register_cli_opts([], "")
+    me = config.me
+    cluster = Cluster(RaftSettings(
+        self_address=me.raft,
+        partners=tuple(r.raft for r in config.replicas if r.name != me.name),
+        password=password, data_dir=config.data_dir))
+    service = ReplicaService(cluster, config.admin_token_sha256,
+                             {r.raft: r.api for r in config.replicas})
+    serve_api(config, service)
+    logging.getLogger("ananta.manager").info(
+        "replica %s: raft %s, api %s, openflow %s:%d (password sha256 %s...)", me.name,
+        me.raft, me.api, config.openflow.listen_address, config.openflow.port,
+        hashlib.sha256(password.encode()).hexdigest()[:8])
+
     import os_ken.controller.controller  # noqa: F401  (registers ofp_listen_* options)
 
+    conf = cfg.CONF
     conf(args=[], project="os_ken")
     conf.set_override("ofp_listen_host", config.openflow.listen_address)
     conf.set_override("ofp_tcp_listen_port", config.openflow.port)
 
     from ananta.controller.app import AnantaManagerApp
 
-    AnantaManagerApp.config = config
-    try:
-        AppManager.run_apps(["ananta.controller.app", "os_ken.controller.ofp_handler"])
-    except InvalidConfig as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    AnantaManagerApp.service = service
+    AnantaManagerApp.seed_inventory = config.inventory
+    AppManager.run_apps(["ananta.controller.app", "os_ken.controller.ofp_handler"])
     return 0
 
 

@@ -45,6 +45,7 @@ class Operation(StrictModel):
     target: str
     generation: int
     proposed_at: float
+    affected_nodes: tuple[str, ...] = ()  # Muxes and hosts whose switches this changes
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -249,6 +250,14 @@ def _target(cmd: Any) -> tuple[str | None, str]:
     return cmd.tenant, f"vip/{cmd.tenant}/{name}"
 
 
+def _affected_nodes(state: ClusterState, before: Vip | None, after: Vip | None) -> tuple[str, ...]:
+    """Every Mux, and every host that holds a backend of the VIP before or after."""
+    dips = {be.address for vip in (before, after) if vip for ep in vip.endpoints
+            for be in ep.backends}
+    hosts = [h.name for h in state.inventory.hosts if any(vm.address in dips for vm in h.vms)]
+    return tuple([m.name for m in state.inventory.muxes] + hosts)
+
+
 def _first(errors: list[ConfigError], status: int) -> CommandError:
     e = errors[0]
     return CommandError(status, e.message, e.path)
@@ -291,15 +300,22 @@ def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
         op = state.operations[envelope.op_id]
         return {"ok": True, "status": 200, "op_id": op.op_id, "generation": op.generation}
     cmd = envelope.command
+    tenant, target = _target(cmd)
+    vip_key = tuple(target.split("/")[1:]) if target.startswith("vip/") else None
+    before = state.vips.get(vip_key) if vip_key else None  # type: ignore[arg-type]
     try:
         _apply(state, cmd)
     except CommandError as exc:
         return result_error(exc.status, exc.message, exc.path)
+    after = state.vips.get(vip_key) if vip_key else None  # type: ignore[arg-type]
+    affected = _affected_nodes(state, before, after) if vip_key else ()
+    if isinstance(cmd, SetInventory):
+        affected = tuple(n.name for n in (*state.inventory.muxes, *state.inventory.hosts))
     state.generation += 1
-    tenant, target = _target(cmd)
     state.operations[envelope.op_id] = Operation(
         op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,
-        generation=state.generation, proposed_at=envelope.proposed_at)
+        generation=state.generation, proposed_at=envelope.proposed_at,
+        affected_nodes=affected)
     while len(state.operations) > MAX_OPERATIONS_KEPT:
         state.operations.popitem(last=False)
     return {"ok": True, "status": 200, "op_id": envelope.op_id, "generation": state.generation}

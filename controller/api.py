@@ -1,0 +1,314 @@
+"""The Manager's REST API (FastAPI on uvicorn): thin, every decision in the pure core.
+
+Served by every replica. Reads answer from the local replica's state; writes are proposed to
+Raft (pysyncobj forwards a follower's command to the leader) and answer only once committed,
+with an operation id whose status moves from `committed` to `programmed` when every affected
+Mux and host has confirmed it with a barrier (that part is known to the leader only, so
+followers relay operation reads to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from typing import Protocol as Interface
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from ananta.controller.model import (
+    Backend,
+    BackendState,
+    Endpoint,
+    Inventory,
+    IPv4,
+    Name,
+    Port,
+    Protocol,
+    Vip,
+)
+from ananta.controller.state import ClusterState, Operation
+
+API = "/api/v1"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantIn(Strict):
+    name: Name
+    token: Annotated[str, Field(min_length=24, max_length=256, pattern=r"^[A-Za-z0-9._~-]+$")]
+
+
+class TenantOut(Strict):
+    name: str
+
+
+class VipIn(Strict):
+    name: Name
+    tenant: Name | None = None
+    address: IPv4
+    endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+
+
+class BackendPatch(Strict):
+    weight: Annotated[int, Field(ge=0, le=1000)] | None = None
+    state: BackendState | None = None
+
+
+class OperationOut(Strict):
+    op_id: str
+    kind: str
+    target: str
+    generation: int
+    status: Literal["committed", "programmed"]
+    committed_at: float
+    programmed_at: float | None = None
+    affected_nodes: list[str] = []
+
+
+class ErrorOut(Strict):
+    error: str
+    field: str = ""
+
+
+class ClusterOut(Strict):
+    self: str
+    state: str
+    leader: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    has_quorum: bool
+    members: list[str]
+    generation: int
+
+
+class ManagerService(Interface):
+    """What the API needs from a Manager replica (Raft-backed in production)."""
+
+    admin_token_sha256: str
+
+    @property
+    def state(self) -> ClusterState: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def propose(self, command: dict[str, Any]) -> dict[str, Any]: ...
+
+    def programmed_at(self, op: Operation) -> float | None: ...
+
+    def relay_to_leader(self, path: str, token: str) -> tuple[int, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: Literal["admin", "tenant"]
+    tenant: str | None
+    token: str
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 503)}
+
+
+def create_app(service: ManagerService, now: Callable[[], float] = time.time) -> FastAPI:
+    app = FastAPI(title="Ananta Manager", version="1", responses=ERRORS)
+    bearer = HTTPBearer(auto_error=False)
+    registry = CollectorRegistry()
+    g_generation = Gauge("ananta_config_generation", "config generation", registry=registry)
+    g_vips = Gauge("ananta_vips", "VIPs", registry=registry)
+    g_leader = Gauge("ananta_raft_is_leader", "1 on the Raft leader", registry=registry)
+    g_term = Gauge("ananta_raft_term", "Raft term", registry=registry)
+
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise HTTPException(401, {"error": "a bearer token is required"},
+                                headers={"WWW-Authenticate": "Bearer"})
+        digest = sha256(creds.credentials)
+        if hmac.compare_digest(digest, service.admin_token_sha256):
+            return Caller("admin", None, creds.credentials)
+        for tenant in list(service.state.tenants.values()):
+            if hmac.compare_digest(digest, tenant.token_sha256):
+                return Caller("tenant", tenant.name, creds.credentials)
+        raise HTTPException(401, {"error": "unknown token"},
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role != "admin":
+            raise HTTPException(403, {"error": "this needs the admin token"})
+        return who
+
+    def tenant_of(who: Caller, tenant: str | None) -> str:
+        """The tenant a request acts for: a tenant token's own, or the admin's choice."""
+        if who.role == "tenant":
+            if tenant not in (None, who.tenant):
+                raise HTTPException(403, {"error": "a tenant acts only on its own VIPs",
+                                          "field": "tenant"})
+            return str(who.tenant)
+        return tenant or "default"
+
+    def write(command: dict[str, Any]) -> OperationOut:
+        from ananta.controller.replication import NotCommitted
+
+        try:
+            result = service.propose(command)
+        except NotCommitted as exc:
+            raise HTTPException(503, {"error": str(exc)}) from None
+        if not result["ok"]:
+            raise HTTPException(result["status"], {"error": result["error"],
+                                                   "field": result.get("path", "")})
+        op = service.state.operations.get(result["op_id"])
+        assert op is not None
+        return operation_out(op)
+
+    def operation_out(op: Operation) -> OperationOut:
+        programmed = (service.programmed_at(op) if op.affected_nodes else op.proposed_at)
+        return OperationOut(
+            op_id=op.op_id, kind=op.kind, target=op.target, generation=op.generation,
+            status="programmed" if programmed is not None else "committed",
+            committed_at=op.proposed_at, programmed_at=programmed,
+            affected_nodes=list(op.affected_nodes))
+
+    Who = Annotated[Caller, Depends(caller)]
+    Admin = Annotated[Caller, Depends(admin)]
+
+    @app.get(f"{API}/cluster", response_model=ClusterOut, tags=["cluster"])
+    def cluster(who: Who) -> dict[str, Any]:
+        return service.status()
+
+    @app.get(f"{API}/tenants", response_model=list[TenantOut], tags=["tenants"])
+    def tenants(who: Admin) -> list[TenantOut]:
+        return [TenantOut(name=t) for t in sorted(service.state.tenants)]
+
+    @app.post(f"{API}/tenants", response_model=OperationOut, status_code=201, tags=["tenants"])
+    def create_tenant(body: TenantIn, who: Admin) -> OperationOut:
+        if body.name in service.state.tenants:
+            raise HTTPException(409, {"error": f"tenant {body.name!r} exists", "field": "name"})
+        return write({"op": "put_tenant",
+                      "tenant": {"name": body.name, "token_sha256": sha256(body.token)}})
+
+    @app.delete(f"{API}/tenants/{{name}}", response_model=OperationOut, tags=["tenants"])
+    def delete_tenant(name: Name, who: Admin) -> OperationOut:
+        return write({"op": "delete_tenant", "name": name})
+
+    @app.get(f"{API}/inventory", response_model=Inventory, tags=["inventory"])
+    def inventory(who: Admin) -> Inventory:
+        return service.state.inventory
+
+    @app.put(f"{API}/inventory", response_model=OperationOut, tags=["inventory"])
+    def put_inventory(body: Inventory, who: Admin) -> OperationOut:
+        return write({"op": "set_inventory", "inventory": body.model_dump(mode="json")})
+
+    @app.get(f"{API}/vips", response_model=list[Vip], tags=["vips"])
+    def list_vips(who: Who) -> list[Vip]:
+        vips = service.state.services().vips
+        return [v for v in vips if who.role == "admin" or v.tenant == who.tenant]
+
+    @app.post(f"{API}/vips", response_model=OperationOut, status_code=201, tags=["vips"])
+    def create_vip(body: VipIn, who: Who) -> OperationOut:
+        tenant = tenant_of(who, body.tenant)
+        vip = {**body.model_dump(mode="json"), "tenant": tenant}
+        return write({"op": "create_vip", "vip": vip})
+
+    def own_vip(who: Caller, name: str, tenant: str | None) -> Vip:
+        t = tenant_of(who, tenant)
+        vip = service.state.vips.get((t, name))
+        if vip is None:
+            raise HTTPException(404, {"error": f"no VIP {name!r}", "field": "name"})
+        return vip
+
+    @app.get(f"{API}/vips/{{name}}", response_model=Vip, tags=["vips"])
+    def get_vip(name: Name, who: Who, tenant: Name | None = None) -> Vip:
+        return own_vip(who, name, tenant)
+
+    @app.delete(f"{API}/vips/{{name}}", response_model=OperationOut, tags=["vips"])
+    def delete_vip(name: Name, who: Who, tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "delete_vip", "tenant": vip.tenant, "name": vip.name})
+
+    @app.post(f"{API}/vips/{{name}}/endpoints", response_model=OperationOut, status_code=201,
+              tags=["vips"])
+    def add_endpoint(name: Name, body: Endpoint, who: Who,
+                     tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "add_endpoint", "tenant": vip.tenant, "vip": vip.name,
+                      "endpoint": body.model_dump(mode="json")})
+
+    @app.delete(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}",
+                response_model=OperationOut, tags=["vips"])
+    def remove_endpoint(name: Name, protocol: Protocol, port: Port, who: Who,
+                        tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
+                      "protocol": protocol, "port": port})
+
+    backends = f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/backends"
+
+    @app.post(backends, response_model=OperationOut, status_code=201, tags=["backends"])
+    def add_backend(name: Name, protocol: Protocol, port: Port, body: Backend, who: Who,
+                    tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "add_backend", "tenant": vip.tenant, "vip": vip.name,
+                      "protocol": protocol, "port": port,
+                      "backend": body.model_dump(mode="json")})
+
+    @app.patch(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
+    def update_backend(name: Name, protocol: Protocol, port: Port, address: IPv4,
+                       body: BackendPatch, who: Who, tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        if body.weight is None and body.state is None:
+            raise HTTPException(422, {"error": "give weight and/or state", "field": "body"})
+        return write({"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
+                      "protocol": protocol, "port": port, "address": address,
+                      "weight": body.weight, "state": body.state})
+
+    @app.post(f"{backends}/{{address}}/drain", response_model=OperationOut, tags=["backends"])
+    def drain_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
+                      tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
+                      "protocol": protocol, "port": port, "address": address,
+                      "state": "draining"})
+
+    @app.delete(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
+    def remove_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
+                       tenant: Name | None = None) -> OperationOut:
+        vip = own_vip(who, name, tenant)
+        return write({"op": "remove_backend", "tenant": vip.tenant, "vip": vip.name,
+                      "protocol": protocol, "port": port, "address": address})
+
+    @app.get(f"{API}/operations/{{op_id}}", response_model=OperationOut, tags=["operations"])
+    def operation(op_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")], who: Who,
+                  response: Response) -> Any:
+        op = service.state.operations.get(op_id)
+        if op is None or (who.role == "tenant" and op.tenant != who.tenant):
+            raise HTTPException(404, {"error": f"no operation {op_id}", "field": "op_id"})
+        out = operation_out(op)
+        if out.status == "committed" and service.status()["state"] != "leader":
+            relayed = service.relay_to_leader(f"{API}/operations/{op_id}", who.token)
+            if relayed is not None and relayed[0] == 200:
+                return relayed[1]
+        return out
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        st = service.status()
+        g_generation.set(st["generation"])
+        g_vips.set(len(service.state.vips))
+        g_leader.set(1 if st["state"] == "leader" else 0)
+        g_term.set(st["term"])
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
