@@ -5,9 +5,10 @@ Raft (pysyncobj forwards a follower's command to the leader) and answer only onc
 with an operation id whose status moves from `committed` to `programmed` when every affected
 Mux and host has confirmed it with a barrier (that part is known to the leader only, so
 followers relay operation reads to it).
-"""
 
-from __future__ import annotations
+(No `from __future__ import annotations` here: FastAPI must see the real annotation objects,
+including the `Who`/`Admin` dependencies defined inside `create_app`.)
+"""
 
 import hashlib
 import hmac

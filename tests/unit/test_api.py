@@ -1,0 +1,139 @@
+"""The REST API: authorization per tenant, validation naming the field, no change on error."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ananta.controller.api import create_app
+from tests.unit.fixtures import default_inventory, demo_services
+from tests.unit.local_service import ADMIN_TOKEN, LocalService
+
+DEMO_TOKEN = "demo-token-0123456789abcdefgh"
+OTHER_TOKEN = "other-token-0123456789abcdefg"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def api() -> tuple[TestClient, LocalService]:
+    service = LocalService()
+    client = TestClient(create_app(service))
+    admin = auth(ADMIN_TOKEN)
+    r = client.put("/api/v1/inventory", json=default_inventory().model_dump(mode="json"),
+                   headers=admin)
+    assert r.status_code == 200, r.text
+    for name, token in (("demo", DEMO_TOKEN), ("other", OTHER_TOKEN)):
+        r = client.post("/api/v1/tenants", json={"name": name, "token": token}, headers=admin)
+        assert r.status_code == 201, r.text
+    return client, service
+
+
+def web_body() -> dict[str, object]:
+    vip = demo_services().vips[0].model_dump(mode="json")
+    vip.pop("tenant")
+    return vip
+
+
+def test_tenant_creates_lists_and_deletes_its_vip(api: tuple[TestClient, LocalService]) -> None:
+    client, service = api
+    r = client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN))
+    assert r.status_code == 201, r.text
+    op = r.json()
+    assert op["status"] in ("committed", "programmed") and op["kind"] == "create_vip"
+    assert sorted(op["affected_nodes"]) == ["hv1", "hv2", "mux1", "mux2"]
+    assert op["status"] == "committed"  # no switch has confirmed it
+    service.ledger.record("mux1", "int", op["generation"], 1.0)
+    for node in ("mux1", "mux2", "hv1", "hv2"):
+        for bridge in ("int", "phy"):
+            service.ledger.record(node, bridge, op["generation"], 2.0)
+    got = client.get(f"/api/v1/operations/{op['op_id']}", headers=auth(DEMO_TOKEN)).json()
+    assert got["status"] == "programmed" and got["programmed_at"] == 2.0
+    assert [v["name"] for v in client.get("/api/v1/vips", headers=auth(DEMO_TOKEN)).json()] == [
+        "web"]
+    assert client.get("/api/v1/vips", headers=auth(OTHER_TOKEN)).json() == []
+    assert client.get("/api/v1/vips/web", headers=auth(OTHER_TOKEN)).status_code == 404
+    assert client.delete("/api/v1/vips/web", headers=auth(OTHER_TOKEN)).status_code == 404
+    assert client.delete("/api/v1/vips/web", headers=auth(DEMO_TOKEN)).status_code == 200
+    assert service.state.vips == {}
+
+
+def test_backend_add_drain_remove(api: tuple[TestClient, LocalService]) -> None:
+    client, service = api
+    h = auth(DEMO_TOKEN)
+    body = web_body()
+    body["endpoints"][0]["backends"] = body["endpoints"][0]["backends"][:2]  # type: ignore[index]
+    assert client.post("/api/v1/vips", json=body, headers=h).status_code == 201
+    base = "/api/v1/vips/web/endpoints/tcp/80/backends"
+    r = client.post(base, json={"address": "10.2.0.11", "port": 8080, "weight": 50}, headers=h)
+    assert r.status_code == 201, r.text
+    assert client.post(f"{base}/10.2.0.11/drain", headers=h).status_code == 200
+    be = service.state.vips[("demo", "web")].endpoints[0].backends[2]
+    assert (be.address, be.weight, be.state) == ("10.2.0.11", 50, "draining")
+    assert client.patch(f"{base}/10.2.0.11", json={"weight": 7}, headers=h).status_code == 200
+    assert client.delete(f"{base}/10.2.0.11", headers=h).status_code == 200
+    assert len(service.state.vips[("demo", "web")].endpoints[0].backends) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        (lambda b: b.update(address="300.1.1.1"), 422, "address"),
+        (lambda b: b.update(address="192.0.2.1"), 422, "address"),
+        (lambda b: b["endpoints"][0].update(port=0), 422, "port"),
+        (lambda b: b["endpoints"][0]["backends"][0].update(weight=1001), 422, "weight"),
+        (lambda b: b.update(colour="red"), 422, "colour"),
+        (lambda b: b["endpoints"][0]["backends"].extend(
+            [{"address": "10.1.0.11", "port": 1}] * 300), 422, "backends"),
+        (lambda b: b.update(tenant="other"), 403, "tenant"),
+    ],
+)
+def test_bad_vip_is_refused_and_changes_nothing(api, change, status, field) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    body = web_body()
+    change(body)
+    generation = service.state.generation
+    r = client.post("/api/v1/vips", json=body, headers=auth(DEMO_TOKEN))
+    assert r.status_code == status, r.text
+    assert field in r.text
+    assert service.state.generation == generation and service.state.vips == {}
+
+
+def test_endpoint_taken_by_another_tenant_is_a_conflict(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    assert client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN)).status_code == 201
+    body = web_body() | {"name": "copy"}
+    r = client.post("/api/v1/vips", json=body, headers=auth(OTHER_TOKEN))
+    assert r.status_code == 409 and "duplicates" in r.json()["detail"]["error"]
+    assert list(service.state.vips) == [("demo", "web")]
+
+
+def test_authentication_and_admin_only_routes(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    assert client.get("/api/v1/vips").status_code == 401
+    assert client.get("/api/v1/vips", headers=auth("nope-nope-nope-nope-nope")).status_code == 401
+    assert client.get("/api/v1/tenants", headers=auth(DEMO_TOKEN)).status_code == 403
+    assert client.put("/api/v1/inventory", json={}, headers=auth(DEMO_TOKEN)).status_code == 403
+    names = [t["name"] for t in client.get("/api/v1/tenants", headers=auth(ADMIN_TOKEN)).json()]
+    assert names == ["demo", "other"]
+    r = client.post("/api/v1/tenants", json={"name": "x", "token": "short"},
+                    headers=auth(ADMIN_TOKEN))
+    assert r.status_code == 422 and "token" in r.text
+
+
+def test_no_quorum_is_a_503_and_nothing_changes(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    service.quorum = False
+    r = client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN))
+    assert r.status_code == 503 and "quorum" in r.json()["detail"]["error"]
+    assert service.state.vips == {}
+
+
+def test_openapi_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/vips" in spec["paths"] and "HTTPBearer" in str(spec["components"])
+    text = client.get("/metrics").text
+    assert "ananta_config_generation" in text and "ananta_raft_is_leader 1.0" in text
