@@ -1,4 +1,9 @@
-"""`ananta`: the operator's command line (lab management and the demo, for now)."""
+"""`ananta`: the command line for tenants, operators and lab users.
+
+API commands (vip, backend, tenant, cluster, apply) talk to the Manager's REST API; see
+ananta/client.py for where the endpoint and token come from. `lab` and `demo` manage the
+emulated Clos lab on this machine.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +58,120 @@ def _lab(args: argparse.Namespace) -> int:
     return 2
 
 
+def _endpoint_spec(text: str) -> tuple[str, int]:
+    proto, _, port = text.partition(":")
+    if proto not in ("tcp", "udp") or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"want PROTOCOL:PORT (e.g. tcp:80), got {text!r}")
+    return proto, int(port)
+
+
+def _backend_spec(text: str) -> dict[str, object]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+        raise argparse.ArgumentTypeError(f"want ADDRESS:PORT[:WEIGHT], got {text!r}")
+    backend: dict[str, object] = {"address": parts[0], "port": int(parts[1])}
+    if len(parts) == 3:
+        backend["weight"] = int(parts[2])
+    return backend
+
+
+def _show(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=1) if args.json else text)
+
+
+def _op_line(op: dict[str, object]) -> str:
+    line = f"operation {op['op_id']}: {op['status']} (generation {op['generation']})"
+    if op.get("programmed_at") and op.get("committed_at"):
+        ms = (float(op["programmed_at"]) - float(op["committed_at"])) * 1000  # type: ignore[arg-type]
+        line += f", programmed {ms:.1f} ms after the write"
+    return line
+
+
+def _api(args: argparse.Namespace) -> int:
+    from ananta.apply_plan import ipvsadm_table, plan_apply
+    from ananta.client import Client, resolve
+    from ananta.config import load_yaml_file
+    from ananta.controller.model import Services, Vip
+
+    endpoint = resolve(args.url, args.token)
+    if endpoint.netns and os.environ.get("ANANTA_IN_NETNS") != endpoint.netns:
+        os.environ["ANANTA_IN_NETNS"] = endpoint.netns
+        argv = ["ip", "netns", "exec", endpoint.netns, sys.executable, "-m", "ananta.cli",
+                *sys.argv[1:]]
+        os.execvp(argv[0], argv)
+    client = Client(endpoint)
+    q = f"?tenant={args.tenant}" if getattr(args, "tenant", None) else ""
+
+    def write(method: str, path: str, body: object = None) -> int:
+        op = client.call(method, path + q, body)
+        if args.wait:
+            op = client.wait_programmed(op["op_id"])
+        _show(args, op, _op_line(op))
+        return 0
+
+    cmd = args.cmd
+    if cmd == "cluster":
+        st = client.call("GET", "/api/v1/cluster")
+        _show(args, st, "\n".join(f"{k:14} {v}" for k, v in st.items()))
+        return 0
+    if cmd == "tenant":
+        if args.tenant_cmd == "list":
+            names = client.call("GET", "/api/v1/tenants")
+            _show(args, names, "\n".join(t["name"] for t in names))
+            return 0
+        if args.tenant_cmd == "create":
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+            return write("POST", "/api/v1/tenants", {"name": args.name, "token": token})
+        return write("DELETE", f"/api/v1/tenants/{args.name}")
+    if cmd == "vip":
+        if args.vip_cmd == "list":
+            vips = client.call("GET", "/api/v1/vips")
+            _show(args, vips, ipvsadm_table([Vip.model_validate(v) for v in vips]))
+            return 0
+        if args.vip_cmd == "show":
+            vip = client.call("GET", f"/api/v1/vips/{args.name}{q}")
+            _show(args, vip, ipvsadm_table([Vip.model_validate(vip)]))
+            return 0
+        if args.vip_cmd == "delete":
+            return write("DELETE", f"/api/v1/vips/{args.name}")
+        endpoints = [{"protocol": p, "port": n, "backends": args.backend}
+                     for p, n in args.endpoint]
+        body = {"name": args.name, "address": args.address, "endpoints": endpoints}
+        if args.tenant:
+            body["tenant"] = args.tenant
+        op = client.call("POST", "/api/v1/vips", body)
+        if args.wait:
+            op = client.wait_programmed(op["op_id"])
+        _show(args, op, _op_line(op))
+        return 0
+    if cmd == "backend":
+        proto, port = args.endpoint
+        base = f"/api/v1/vips/{args.vip}/endpoints/{proto}/{port}/backends"
+        if args.backend_cmd == "add":
+            return write("POST", base, args.backend)
+        address = str(args.backend["address"])
+        if args.backend_cmd == "drain":
+            return write("POST", f"{base}/{address}/drain")
+        return write("DELETE", f"{base}/{address}")
+    if cmd == "apply":
+        desired = load_yaml_file(Services, args.file)
+        current = [Vip.model_validate(v) for v in client.call("GET", "/api/v1/vips")]
+        if args.tenant:
+            current = [v for v in current if v.tenant == args.tenant]
+        requests = plan_apply(current, desired, prune=args.prune)
+        if not requests:
+            print("nothing to change")
+        last = None
+        for req in requests:
+            last = client.call(req.method, req.path + q, req.body)
+            print(f"{req}: {_op_line(last)}")
+        if last is not None and args.wait:
+            print(_op_line(client.wait_programmed(last["op_id"])))
+        return 0
+    return 2
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ananta.demo import run_demo
 
@@ -76,6 +195,54 @@ def build_parser() -> argparse.ArgumentParser:
     lab_sub.add_parser("down", help="remove everything the lab made")
     demo = sub.add_parser("demo", help="bring the lab up if needed and show the VIP served")
     demo.add_argument("--count", type=int, default=200)
+
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--url", help="Manager API, e.g. http://198.19.0.11:8080")
+    api.add_argument("--token", help="bearer token (tenant or admin)")
+    api.add_argument("--json", action="store_true", help="print JSON")
+    write = argparse.ArgumentParser(add_help=False, parents=[api])
+    write.add_argument("--tenant", help="(admin) act on this tenant's VIPs")
+    write.add_argument("--no-wait", dest="wait", action="store_false",
+                       help="return once committed, not once every switch is programmed")
+
+    sub.add_parser("cluster", parents=[api], help="Raft status of the replica answering")
+    tenant = sub.add_parser("tenant", help="tenants (admin)")
+    tsub = tenant.add_subparsers(dest="tenant_cmd", required=True)
+    tsub.add_parser("list", parents=[api])
+    tc = tsub.add_parser("create", parents=[write])
+    tc.add_argument("name")
+    tc.add_argument("--token-file", required=True, help="file holding the tenant's token")
+    td = tsub.add_parser("delete", parents=[write])
+    td.add_argument("name")
+
+    vip = sub.add_parser("vip", help="VIPs of your tenant (all of them for the admin)")
+    vsub = vip.add_subparsers(dest="vip_cmd", required=True)
+    vsub.add_parser("list", parents=[api])
+    vs = vsub.add_parser("show", parents=[write])
+    vs.add_argument("name")
+    vc = vsub.add_parser("create", parents=[write])
+    vc.add_argument("name")
+    vc.add_argument("--address", required=True)
+    vc.add_argument("--endpoint", type=_endpoint_spec, action="append", required=True,
+                    help="PROTOCOL:PORT (repeatable)")
+    vc.add_argument("--backend", type=_backend_spec, action="append", required=True,
+                    help="ADDRESS:PORT[:WEIGHT] (repeatable; every endpoint gets them all)")
+    vd = vsub.add_parser("delete", parents=[write])
+    vd.add_argument("name")
+
+    backend = sub.add_parser("backend", help="backends of a VIP endpoint")
+    bsub = backend.add_subparsers(dest="backend_cmd", required=True)
+    for name in ("add", "remove", "drain"):
+        b = bsub.add_parser(name, parents=[write])
+        b.add_argument("vip")
+        b.add_argument("endpoint", type=_endpoint_spec, help="PROTOCOL:PORT")
+        b.add_argument("backend", type=_backend_spec if name == "add" else
+                       (lambda t: {"address": t.split(":")[0]}),
+                       help="ADDRESS:PORT[:WEIGHT]" if name == "add" else "ADDRESS")
+
+    apply = sub.add_parser("apply", parents=[write], help="make the VIPs match a services YAML")
+    apply.add_argument("-f", "--file", required=True)
+    apply.add_argument("--prune", action="store_true", help="also delete VIPs not in the file")
     return ap
 
 
@@ -86,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             return _lab(args)
         if args.cmd == "demo":
             return _demo(args)
+        return _api(args)
     except InvalidConfig as exc:
         print(exc, file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # LabError, CommandFailed
+    except RuntimeError as exc:  # LabError, CommandFailed, ApiError
         print(f"ananta: {exc}", file=sys.stderr)
         return 1
     return 2
