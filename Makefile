@@ -4,10 +4,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PURE_CORE := ananta/config.py ananta/bridges.py ananta/node.py ananta/ofctl_dump.py \
+PURE_CORE := ananta/config.py ananta/bridges.py ananta/node.py ananta/ofctl_dump.py ananta/apply_plan.py \
 	controller/model.py controller/config.py controller/flows.py controller/pipeline.py \
 	controller/compile_mux.py controller/compile_host.py controller/desired.py \
-	controller/reconcile.py bgp/commands.py mux/config.py mux/programmed.py \
+	controller/reconcile.py controller/state.py controller/ledger.py controller/api.py \
+	bgp/commands.py mux/config.py mux/programmed.py \
 	hostagent/config.py topologies/spec.py topologies/configs.py topologies/netns.py \
 	topologies/daemons.py
 

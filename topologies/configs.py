@@ -1,8 +1,9 @@
 """Every config file the lab hands to the real daemons, derived from the plan (pure).
 
 The lab writes these files and starts the same entry points a deployment would:
-ananta-manager (manager.yaml + services.yaml), ananta-mux (mux.yaml), ananta-hostagent
-(hostagent.yaml), and FRR's zebra/bgpd (per-router .conf).
+ananta-manager (manager.yaml, one per replica), ananta-mux (mux.yaml), ananta-hostagent
+(hostagent.yaml), and FRR's zebra/bgpd (per-router .conf). Secrets (the Raft password, the
+bearer tokens) live in files under the run dir's `secrets/`, never in a config.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any
 
 from ananta.bridges import FIRST_VM_OFPORT, OPENFLOW_PORT
 from ananta.controller.model import BridgeIds, HostNode, Inventory, MuxNode, Vm
-from ananta.topologies.spec import MUX_AS, LabPlan, Node, dpid, manager_address
+from ananta.topologies.spec import MUX_AS, LabPlan, Node, dpid, manager_addresses
+
+RAFT_PORT = 7001
+API_PORT = 8080
 
 
 def node_dir(run_dir: str, node: Node | str) -> str:
@@ -51,12 +55,34 @@ def inventory(plan: LabPlan) -> Inventory:
     return Inventory(vip_pool=[plan.spec.vip_pool], muxes=muxes, hosts=hosts)
 
 
-def manager_config(plan: LabPlan, run_dir: str) -> dict[str, Any]:
+def secret_path(run_dir: str, name: str) -> str:
+    return os.path.join(run_dir, "secrets", name)
+
+
+def manager_config(plan: LabPlan, manager: Node, run_dir: str,
+                   admin_token_sha256: str) -> dict[str, Any]:
+    replicas = [{"name": m.name, "raft": f"{m.address_of('mgmt0')}:{RAFT_PORT}",
+                 "api": f"{m.address_of('mgmt0')}:{API_PORT}"} for m in plan.by_role("manager")]
     return {
-        "openflow": {"listen_address": manager_address(plan), "port": OPENFLOW_PORT},
-        "services_file": os.path.join(node_dir(run_dir, "manager"), "services.yaml"),
+        "self": manager.name,
+        "replicas": replicas,
+        "raft_password_file": secret_path(run_dir, "raft.password"),
+        "admin_token_sha256": admin_token_sha256,
+        "data_dir": os.path.join(node_dir(run_dir, manager), "data"),
+        "openflow": {"listen_address": manager.address_of("mgmt0"), "port": OPENFLOW_PORT},
         "inventory": inventory(plan).model_dump(mode="json"),
     }
+
+
+def api_url(manager: Node) -> str:
+    return f"http://{manager.address_of('mgmt0')}:{API_PORT}"
+
+
+def cli_config(plan: LabPlan, run_dir: str) -> dict[str, Any]:
+    """What `ananta` (the CLI) uses when a lab is up: the first replica, as admin."""
+    first = plan.by_role("manager")[0]
+    return {"url": api_url(first), "token_file": secret_path(run_dir, "admin.token"),
+            "netns": first.namespace}
 
 
 def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:
@@ -71,7 +97,7 @@ def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:
                          "phy": dpid(role, node.index, "phy")},
         "uplink": {"interface": "uplink", "address": uplink.address, "gateway": gateway,
                    "mtu": uplink.mtu},
-        "managers": [f"{manager_address(plan)}:{OPENFLOW_PORT}"],
+        "managers": [f"{a}:{OPENFLOW_PORT}" for a in manager_addresses(plan)],
     }
 
 

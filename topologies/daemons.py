@@ -56,10 +56,11 @@ def daemons(plan: LabPlan, run_dir: str, bindir: str, python: str) -> list[Daemo
             "ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/ovs-vswitchd.pid",
             f"--log-file={d}/ovs-vswitchd.log", "--detach", "--no-chdir"), env, detaches=True,
             setup=(("ovs-vsctl", f"--db=unix:{d}/db.sock", "--no-wait", "init"),)))
-    m = node_dir(run_dir, "manager")
-    out.append(Daemon("manager", "ananta-manager", (
-        os.path.join(bindir, "ananta-manager"), "--config", f"{m}/manager.yaml"),
-        log=f"{m}/ananta-manager.log"))
+    for manager in plan.by_role("manager"):
+        m = node_dir(run_dir, manager)
+        out.append(Daemon(manager.name, "ananta-manager", (
+            os.path.join(bindir, "ananta-manager"), "--config", f"{m}/manager.yaml"),
+            log=f"{m}/ananta-manager.log"))
     for n in plan.by_role("mux"):
         d = node_dir(run_dir, n)
         out.append(Daemon(n.name, "ananta-mux", (

@@ -7,8 +7,10 @@ Namespaces are named `an-<node>` (iproute2 named namespaces, so `ananta lab exec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,12 +54,43 @@ def is_up() -> bool:
 
 
 def load_plan() -> tuple[LabPlan, Services]:
+    """The running lab's plan, and the VIPs its Manager cluster holds now."""
     path = os.path.join(RUN_DIR, STATE_FILE)
     with open(path, encoding="utf-8") as fh:
         state = json.load(fh)
-    spec = LabSpec.model_validate(state["spec"])
-    services = Services.model_validate(state["services"])
-    return build_plan(spec), services
+    plan = build_plan(LabSpec.model_validate(state["spec"]))
+    return plan, cluster_services(plan)
+
+
+def api(plan: LabPlan, *args: str, token_file: str | None = None,
+        timeout: float = 30) -> str:
+    """Run `ananta <args>` against the lab's Manager API, from inside the management network.
+
+    Tries each replica in turn, so the lab can be asked even while one replica is down.
+    """
+    # the token travels in the environment, never on a command line (`ps` shows those)
+    env = {**os.environ,
+           "ANANTA_TOKEN": _read_secret(token_file or configs.secret_path(RUN_DIR, "admin.token"))}
+    errors = []
+    for manager in plan.by_role("manager"):
+        try:
+            return run(["ip", "netns", "exec", manager.namespace, sys.executable, "-m",
+                        "ananta.cli", *args, "--url", configs.api_url(manager)],
+                       env=env, timeout=timeout)
+        except CommandFailed as exc:
+            errors.append(exc)
+            if "cannot reach the Manager API" not in exc.output:
+                raise
+    raise LabError(f"no Manager replica answers: {errors[-1] if errors else 'none'}")
+
+
+def cluster_services(plan: LabPlan) -> Services:
+    return Services.model_validate({"vips": json.loads(api(plan, "vip", "list", "--json"))})
+
+
+def _read_secret(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.readline().strip()
 
 
 def ns_run(plan: LabPlan, node: str, argv: list[str], env: dict[str, str] | None = None,
@@ -83,13 +116,30 @@ def _write(path: str, text: str, owner: str | None = None) -> None:
         shutil.chown(path, owner, owner)
 
 
-def write_configs(plan: LabPlan, services_text: str) -> None:
+def write_secrets() -> dict[str, str]:
+    """A fresh Raft password and bearer tokens for this lab, readable by root only."""
+    secrets_dir = os.path.join(RUN_DIR, "secrets")
+    os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
+    values = {}
+    for name in ("raft.password", "admin.token", "demo.token"):
+        value = secrets.token_urlsafe(32)
+        path = os.path.join(secrets_dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+        values[name] = value
+    return values
+
+
+def write_configs(plan: LabPlan, admin_token: str) -> None:
     for node in plan.nodes.values():
         os.makedirs(configs.node_dir(RUN_DIR, node), exist_ok=True)
-    mdir = configs.node_dir(RUN_DIR, "manager")
-    _write(os.path.join(mdir, "manager.yaml"),
-           yaml.safe_dump(configs.manager_config(plan, RUN_DIR), sort_keys=False))
-    _write(os.path.join(mdir, "services.yaml"), services_text)
+    admin_sha = hashlib.sha256(admin_token.encode()).hexdigest()
+    for manager in plan.by_role("manager"):
+        _write(os.path.join(configs.node_dir(RUN_DIR, manager), "manager.yaml"), yaml.safe_dump(
+            configs.manager_config(plan, manager, RUN_DIR, admin_sha), sort_keys=False))
+    _write(os.path.join(RUN_DIR, "cli.yaml"),
+           yaml.safe_dump(configs.cli_config(plan, RUN_DIR), sort_keys=False))
     for mux in plan.by_role("mux"):
         _write(os.path.join(configs.node_dir(RUN_DIR, mux), "mux.yaml"),
                yaml.safe_dump(configs.mux_config(plan, mux, RUN_DIR), sort_keys=False))
@@ -126,9 +176,7 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
     spec = load_yaml_file(LabSpec, spec_path or DEFAULT_SPEC)
     plan = build_plan(spec)
     services_file = services_path or DEMO_SERVICES
-    with open(services_file, encoding="utf-8") as fh:
-        services_text = fh.read()
-    services = parse_yaml_text(Services, services_text, services_file)
+    services = load_yaml_file(Services, services_file)
     errors = check_services(services, configs.inventory(plan))
     if errors:
         raise LabError("\n".join(f"{services_file}: {e}" for e in errors))
@@ -140,16 +188,21 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
         t0 = time.monotonic()
         for argv in build_commands(plan):
             run(argv)
-        write_configs(plan, services_text)
-        _write(os.path.join(RUN_DIR, STATE_FILE), json.dumps({
-            "spec": spec.model_dump(mode="json"),
-            "services": services.model_dump(mode="json"),
-        }, indent=1))
+        secret = write_secrets()
+        write_configs(plan, secret["admin.token"])
+        _write(os.path.join(RUN_DIR, STATE_FILE),
+               json.dumps({"spec": spec.model_dump(mode="json")}, indent=1))
         say(f"namespaces and links: {len(plan.nodes)} nodes, {len(plan.links)} links "
             f"({time.monotonic() - t0:.1f} s)")
         for daemon in daemons(plan, RUN_DIR, os.path.dirname(sys.executable), sys.executable):
             start_daemon(plan, daemon)
-        say(f"daemons started ({time.monotonic() - t0:.1f} s); waiting for BGP and OpenFlow")
+        say(f"daemons started ({time.monotonic() - t0:.1f} s); waiting for the Manager cluster")
+        wait_cluster(plan, timeout)
+        demo_token = configs.secret_path(RUN_DIR, "demo.token")
+        api(plan, "tenant", "create", "demo", "--token-file", demo_token, "--no-wait")
+        say(f"Manager cluster up ({time.monotonic() - t0:.1f} s); applying {services_file} "
+            "as tenant demo through the API")
+        api(plan, "apply", "-f", os.path.abspath(services_file), token_file=demo_token)
         wait_ready(plan, services, timeout)
         say(f"lab ready in {time.monotonic() - t0:.1f} s")
     except BaseException:
@@ -158,26 +211,30 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
     return plan
 
 
-def apply_services(text: str, source: str, timeout: float = 30) -> Services:
-    """Hand the Manager a new services file (validated first) and wait until it is programmed.
+def wait_cluster(plan: LabPlan, timeout: float) -> None:
+    """Until a replica reports a leader with a quorum and the inventory seeded."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            st = json.loads(api(plan, "cluster", "--json", timeout=10))
+            if st["leader"] and st["has_quorum"] and st["generation"] >= 1:
+                return
+            last = f"leader={st['leader']} quorum={st['has_quorum']} gen={st['generation']}"
+        except (LabError, CommandFailed, subprocess.TimeoutExpired, ValueError) as exc:
+            last = str(exc).splitlines()[-1] if str(exc) else repr(exc)
+        time.sleep(0.5)
+    raise LabError(f"the Manager cluster did not form in {timeout:.0f} s ({last})\n{log_tails()}")
 
-    The Manager watches its services file; the lab also records the services so that its
-    readiness check knows what every switch should hold.
-    """
+
+def apply_services(text: str, source: str, timeout: float = 30) -> Services:
+    """`ananta apply` a services document as tenant demo; wait until the lab serves it."""
     plan, _ = load_plan()
     services = parse_yaml_text(Services, text, source)
-    errors = check_services(services, configs.inventory(plan))
-    if errors:
-        raise LabError("\n".join(f"{source}: {e}" for e in errors))
-    state_path = os.path.join(RUN_DIR, STATE_FILE)
-    with open(state_path, encoding="utf-8") as fh:
-        state = json.load(fh)
-    state["services"] = services.model_dump(mode="json")
-    _write(state_path + ".tmp", json.dumps(state, indent=1))
-    os.replace(state_path + ".tmp", state_path)
-    target = os.path.join(configs.node_dir(RUN_DIR, "manager"), "services.yaml")
-    _write(target + ".tmp", text)
-    os.replace(target + ".tmp", target)
+    path = os.path.join(RUN_DIR, "apply.yaml")
+    _write(path, text)
+    api(plan, "apply", "-f", path, "--prune",
+        token_file=configs.secret_path(RUN_DIR, "demo.token"))
     wait_ready(plan, services, timeout)
     return services
 
@@ -296,8 +353,12 @@ def wait_ready(plan: LabPlan, services: Services, timeout: float) -> None:
 def status() -> dict[str, Any]:
     if not is_up():
         return {"up": False, "ready": False, "nodes": [], "problems": ["no lab is up"]}
-    plan, services = load_plan()
-    state = readiness(plan, services)
+    try:
+        plan, services = load_plan()
+        state = readiness(plan, services)
+    except (LabError, CommandFailed) as exc:
+        plan, services = build_plan(_saved_spec()), Services()
+        state = Readiness(False, [f"Manager API: {exc}"])
     return {
         "up": True,
         "ready": state.ready,
@@ -309,8 +370,13 @@ def status() -> dict[str, Any]:
     }
 
 
+def _saved_spec() -> LabSpec:
+    with open(os.path.join(RUN_DIR, STATE_FILE), encoding="utf-8") as fh:
+        return LabSpec.model_validate(json.load(fh)["spec"])
+
+
 def exec_argv(node: str, argv: list[str]) -> list[str]:
-    plan, _ = load_plan()
+    plan = build_plan(_saved_spec())
     if node not in plan.nodes:
         raise LabError(f"no node {node!r}; nodes: {', '.join(plan.nodes)}")
     env = ovs_cmd_env(node) if plan.nodes[node].role in ("mux", "hypervisor") else {}

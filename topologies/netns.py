@@ -24,9 +24,8 @@ def build_commands(plan: LabPlan) -> list[list[str]]:
     cmds: list[list[str]] = [["ip", "netns", "add", n.namespace] for n in plan.nodes.values()]
     for n in plan.nodes.values():
         cmds.append(["ip", "-n", n.namespace, "link", "set", "lo", "up"])
-    manager = plan.nodes.get("manager")
-    if manager is not None:
-        cmds.append(["ip", "-n", manager.namespace, "link", "add", "br-mgmt", "type", "bridge"])
+    for switch in plan.by_role("switch"):
+        cmds.append(["ip", "-n", switch.namespace, "link", "add", "br-mgmt", "type", "bridge"])
     for link in plan.links:
         a_ns, b_ns = _ns(plan, link.a), _ns(plan, link.b)
         cmd = ["ip", "link", "add", link.a_if.name, "netns", a_ns, "mtu", str(link.a_if.mtu)]
@@ -39,7 +38,7 @@ def build_commands(plan: LabPlan) -> list[list[str]]:
         cmds.append(cmd)
     for node in plan.nodes.values():
         ns = node.namespace
-        if node.role in ("router", "mux", "hypervisor", "manager"):
+        if node.role in ("router", "mux", "hypervisor", "manager", "switch"):
             cmds.append(_sysctl(node, "net.ipv6.conf.all.disable_ipv6=1",
                                 "net.ipv6.conf.default.disable_ipv6=1"))
         if node.role == "router":
@@ -48,7 +47,7 @@ def build_commands(plan: LabPlan) -> list[list[str]]:
                                 "net.ipv4.conf.all.rp_filter=0",
                                 "net.ipv4.conf.default.rp_filter=0"))
         for iface in node.interfaces:
-            if node.role == "manager" and iface.name != "br-mgmt":
+            if node.role == "switch" and iface.name != "br-mgmt":
                 cmds.append(["ip", "-n", ns, "link", "set", iface.name, "master", "br-mgmt"])
             if node.role == "router":
                 cmds.append(_sysctl(node, f"net.ipv4.conf.{iface.name}.rp_filter=0"))

@@ -1,13 +1,14 @@
 """The lab as data: a declarative Clos spec expanded into nodes, links and addresses (pure).
 
 Default: one border router (with the outside client network), 2 spines, 2 leaves, 2 Muxes,
-2 hypervisors with 2 VMs each, and the Manager on a management network. Every address, AS
+2 hypervisors with 2 VMs each, and 3 Manager replicas on a management network (a Linux
+bridge in its own namespace, the `mgmt` node). Every address, AS
 number and datapath id is derived here, so the lab builder, the node configs and the tests
 all read the same plan.
 
 Address plan (never routed anywhere outside the lab's namespaces):
   underlay point-to-point links  198.18.<k>.0/30   (router side .1, lower side .2)
-  management network             198.19.0.0/24     (manager .10, muxes .20+i, hosts .40+i)
+  management network             198.19.0.0/24     (managers .10+i, muxes .20+i, hosts .40+i)
   outside clients                198.51.100.0/24   (border .1, clients .2+)
   VIPs                           203.0.113.0/24
   VMs (DIPs) on hypervisor i     10.<i>.0.0/24     (gateway .1, VM j at .10+j)
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from ananta.config import StrictModel
 
-Role = Literal["router", "mux", "hypervisor", "vm", "client", "manager"]
+Role = Literal["router", "mux", "hypervisor", "vm", "client", "manager", "switch"]
 
 UNDERLAY_MTU = 1600
 EDGE_MTU = 1500
@@ -39,6 +40,7 @@ class LabSpec(StrictModel):
     hypervisors: Annotated[int, Field(ge=1, le=8)] = 2
     vms_per_hypervisor: Annotated[int, Field(ge=1, le=8)] = 2
     clients: Annotated[int, Field(ge=1, le=8)] = 1
+    managers: Annotated[int, Field(ge=1, le=5)] = 3
     vip_pool: str = "203.0.113.0/24"
     bgp_hold_time: Annotated[int, Field(ge=3, le=90)] = 3
 
@@ -184,19 +186,21 @@ def build_plan(spec: LabSpec) -> LabPlan:
             vm.interfaces.append(b_if)
             links.append(Link(hv.name, a_if, vm.name, b_if))
 
-    # Management network: a Linux bridge inside the manager's namespace.
-    manager = add(Node("manager", "manager"))
-    manager.interfaces.append(Interface("br-mgmt", f"{MGMT_NET}.10/24", EDGE_MTU))
+    # Management network: a Linux bridge in the `mgmt` namespace, one port per node on it.
+    mgmt = add(Node("mgmt", "switch"))
+    mgmt.interfaces.append(Interface("br-mgmt", None, EDGE_MTU))
+    for i in range(1, spec.managers + 1):
+        add(Node(f"manager{i}", "manager", None, i))
     for node in list(nodes.values()):
-        if node.role in ("mux", "hypervisor"):
-            host = (20 if node.role == "mux" else 40) + node.index
+        if node.role in ("mux", "hypervisor", "manager"):
+            host = {"mux": 20, "hypervisor": 40, "manager": 10}[node.role] + node.index
             m_if = Interface(f"m-{node.name}", None, EDGE_MTU)
             n_if = Interface("mgmt0", f"{MGMT_NET}.{host}/24", EDGE_MTU)
-            manager.interfaces.append(m_if)
+            mgmt.interfaces.append(m_if)
             node.interfaces.append(n_if)
-            links.append(Link(manager.name, m_if, node.name, n_if))
+            links.append(Link(mgmt.name, m_if, node.name, n_if))
     return LabPlan(spec, nodes, links)
 
 
-def manager_address(plan: LabPlan) -> str:
-    return f"{MGMT_NET}.10"
+def manager_addresses(plan: LabPlan) -> list[str]:
+    return [str(m.address_of("mgmt0")) for m in plan.by_role("manager")]

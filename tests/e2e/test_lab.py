@@ -64,7 +64,7 @@ def test_status_exec_and_a_second_up(running_lab: None) -> None:
     state = json.loads(status.stdout)
     assert state["ready"] is True
     roles = {n["name"]: n["role"] for n in state["nodes"]}
-    assert roles["mux1"] == "mux" and roles["vm4"] == "vm" and roles["manager"] == "manager"
+    assert roles["mux1"] == "mux" and roles["vm4"] == "vm" and roles["manager3"] == "manager"
     assert roles["leaf1"] == "router" and roles["client1"] == "client"
     assert roles["hv2"] == "hypervisor"
     addr = cli("lab", "exec", "vm1", "--", "ip", "-4", "-o", "addr", "show", "eth0")

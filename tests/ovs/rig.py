@@ -1,6 +1,7 @@
 """A two-node rig on real userspace OVS: one Mux and one hypervisor, each its own namespace
 and its own ovsdb-server + ovs-vswitchd, joined by an underlay veth and a management veth,
-bootstrapped by the real agents (`--once`) and programmed by the real `ananta-manager`.
+bootstrapped by the real agents (`--once`) and programmed by the real `ananta-manager` (one
+replica), whose VIPs are set with the real CLI (`ananta apply`) through its REST API.
 
 Everything it makes is named `at-*` and removed by `stop()` (processes by PID, then the
 namespaces, which take their veths with them).
@@ -9,6 +10,8 @@ namespaces, which take their veths with them).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -46,6 +49,10 @@ def sh(*argv: str, check: bool = True, env: dict[str, str] | None = None) -> str
     if check and proc.returncode:
         raise RuntimeError(f"{' '.join(argv)}: {proc.stderr}{proc.stdout}")
     return proc.stdout
+
+
+ADMIN_TOKEN = "rig-admin-token-0123456789abcdef"
+API = f"http://{MGMT[MUX_NS]}:8080"
 
 
 def services(backend_ips: tuple[str, ...] = VM_IPS, vip: str = "203.0.113.10") -> dict[str, Any]:
@@ -108,9 +115,11 @@ class Rig:
             for name in ("ovsdb-server", "ovs-vswitchd"):
                 with open(f"{d}/{name}.pid") as fh:
                     self.pids.append(int(fh.read()))
-        self.write_services(services())
         self.write_configs()
         self.start_manager()
+        self.wait_api()
+        result = self.write_services(services())
+        assert result.returncode == 0, result.stderr
         self.ovs(MUX_NS, f"{BIN}/ananta-mux", "--once", "--config", f"{self.dir}/mux.yaml")
         self.ovs(HV_NS, f"{BIN}/ananta-hostagent", "--once", "--config", f"{self.dir}/hv.yaml")
 
@@ -128,18 +137,43 @@ class Rig:
         hv = {**node(HV_NS, MUX_NS), "vms": [
             {"name": f"vm{i + 1}", "interface": f"vm{i + 1}", "ofport": 10 + i}
             for i in range(2)]}
-        manager = {"openflow": {"listen_address": MGMT[MUX_NS], "port": 6653},
-                   "services_file": f"{self.dir}/services.yaml",
+        with open(f"{self.dir}/raft.password", "w") as fh:
+            fh.write("rig-raft-password-0123456789\n")
+        manager = {"self": "m1",
+                   "replicas": [{"name": "m1", "raft": f"{MGMT[MUX_NS]}:7001", "api":
+                                 f"{MGMT[MUX_NS]}:8080"}],
+                   "raft_password_file": f"{self.dir}/raft.password",
+                   "admin_token_sha256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+                   "data_dir": f"{self.dir}/manager-data",
+                   "openflow": {"listen_address": MGMT[MUX_NS], "port": 6653},
                    "inventory": self.inventory.model_dump(mode="json")}
         for name, data in (("mux", mux), ("hv", hv), ("manager", manager)):
             with open(f"{self.dir}/{name}.yaml", "w") as fh:
                 yaml.safe_dump(data, fh)
 
-    def write_services(self, data: dict[str, Any]) -> None:
-        tmp = f"{self.dir}/services.yaml.tmp"
-        with open(tmp, "w") as fh:
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["ip", "netns", "exec", MUX_NS, sys.executable, "-m", "ananta.cli",
+                               *args, "--url", API], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "ANANTA_TOKEN": ADMIN_TOKEN})
+        if check and proc.returncode:
+            raise AssertionError(f"ananta {' '.join(args)}: {proc.stderr}\n{self.logs()}")
+        return proc
+
+    def wait_api(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.cli("cluster", "--json", check=False)
+            if proc.returncode == 0 and json.loads(proc.stdout)["generation"] >= 1:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the Manager did not come up\n" + self.logs())
+
+    def write_services(self, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        """`ananta apply --prune` the services (as the admin, for tenant `default`)."""
+        path = f"{self.dir}/services.yaml"
+        with open(path, "w") as fh:
             yaml.safe_dump(data, fh)
-        os.replace(tmp, f"{self.dir}/services.yaml")
+        return self.cli("apply", "-f", path, "--prune", "--no-wait", check=False)
 
     def start_manager(self) -> None:
         log = open(f"{self.dir}/manager.log", "ab")  # noqa: SIM115
@@ -158,8 +192,8 @@ class Rig:
         self.manager = None
 
     def services(self) -> Services:
-        with open(f"{self.dir}/services.yaml") as fh:
-            return Services.model_validate(yaml.safe_load(fh))
+        return Services.model_validate({"vips": json.loads(self.cli("vip", "list",
+                                                                    "--json").stdout)})
 
     def cookies(self, ns: str, bridge: str) -> set[int]:
         return cookies_in_flow_dump(
@@ -169,7 +203,11 @@ class Rig:
         return groups_in_dump(self.ovs(ns, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", bridge))
 
     def programmed(self) -> bool:
-        programs = desired_programs(self.services(), self.inventory)
+        try:
+            current = self.services()
+        except AssertionError:  # the API is not answering (yet)
+            return False
+        programs = desired_programs(current, self.inventory)
         for dpid, target in switch_targets(self.inventory).items():
             ns = MUX_NS if target.role == "mux" else HV_NS
             ours = {c for c in self.cookies(ns, f"br-{target.bridge}") if is_ours(c)}

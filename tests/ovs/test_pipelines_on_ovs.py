@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -73,16 +72,12 @@ def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) ->
     groups = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", "br-int")
     assert f"bucket_id:{bucket_id(VM_IPS[1])}" not in groups
     assert f"bucket_id:{bucket_id(VM_IPS[0])}" in groups
-    # bad services are refused: the Manager says so and the switches keep what they had
+    # bad services are refused by the API, naming the field; the switches keep what they had
     flows_before = rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int")
     bad = services(backend_ips=(VM_IPS[0],))
     bad["vips"][0]["endpoints"][0]["backends"][0]["weight"] = 100000
-    rig.write_services(bad)
-    deadline = time.monotonic() + 10
-    while "refused new services" not in rig.manager_log():
-        assert time.monotonic() < deadline, rig.logs()
-        time.sleep(0.1)
-    assert "backends[0].weight" in rig.manager_log()
+    result = rig.write_services(bad)
+    assert result.returncode != 0 and "weight" in result.stderr, result.stderr
     assert rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int") == flows_before
-    rig.write_services(services())
+    assert rig.write_services(services()).returncode == 0
     rig.wait_programmed()

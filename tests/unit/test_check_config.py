@@ -12,7 +12,6 @@ from ananta.hostagent.main import main as hostagent_main
 from ananta.mux.main import main as mux_main
 from ananta.topologies import configs
 from ananta.topologies.spec import LabSpec, build_plan
-from tests.unit.fixtures import demo_services_text
 
 
 def write(path: pathlib.Path, data: object) -> str:
@@ -24,9 +23,10 @@ def test_generated_configs_pass_check_config(tmp_path: pathlib.Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     plan = build_plan(LabSpec())
     run = str(tmp_path)
-    (tmp_path / "manager").mkdir()
-    write(tmp_path / "manager" / "services.yaml", demo_services_text())
-    manager = write(tmp_path / "manager.yaml", configs.manager_config(plan, run))
+    (tmp_path / "secrets").mkdir()
+    write(tmp_path / "secrets" / "raft.password", "a-long-enough-raft-password\n")
+    manager = write(tmp_path / "manager.yaml", configs.manager_config(
+        plan, plan.nodes["manager2"], run, "a" * 64))
     mux = write(tmp_path / "mux.yaml", configs.mux_config(plan, plan.nodes["mux1"], run))
     hv = write(tmp_path / "hv.yaml", configs.hostagent_config(plan, plan.nodes["hv2"], run))
     assert manager_main(["--config", manager, "--check-config"]) == 0
@@ -57,8 +57,16 @@ def test_bad_configs_are_refused_with_the_key_path(tmp_path: pathlib.Path,
     assert hostagent_main(["--config", write(tmp_path / "hv.yaml", hv), "--check-config"]) == 2
     assert "vms[1].ofport: duplicates vms[0]" in capsys.readouterr().err
 
-    manager = configs.manager_config(plan, str(tmp_path))
+    manager = configs.manager_config(plan, plan.nodes["manager1"], str(tmp_path), "a" * 64)
     manager["inventory"]["hosts"][1]["name"] = "hv1"
+    manager["self"] = "manager9"
     assert manager_main(["--config", write(tmp_path / "m.yaml", manager), "--check-config"]) == 2
-    assert "inventory.hosts[1].name: duplicates inventory.hosts[0].name" in (
-        capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "inventory.hosts[1].name: duplicates inventory.hosts[0].name" in err
+    assert "self: 'manager9' is not one of the replicas" in err
+
+    manager = configs.manager_config(plan, plan.nodes["manager1"], str(tmp_path), "a" * 64)
+    write(tmp_path / "short.password", "short\n")
+    manager["raft_password_file"] = str(tmp_path / "short.password")
+    assert manager_main(["--config", write(tmp_path / "m.yaml", manager), "--check-config"]) == 2
+    assert "at least 16 characters" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from ananta.config import InvalidConfig, parse, parse_yaml_text
-from ananta.controller.config import ManagerConfig
+from ananta.controller.config import ManagerConfig, check_manager_config
 from ananta.controller.model import check_inventory
 from ananta.hostagent.config import HostAgentConfig
 from ananta.mux.config import MuxConfig
@@ -24,7 +24,7 @@ def test_default_lab_has_the_asked_for_nodes() -> None:
     plan = build_plan(LabSpec())
     roles = Counter(n.role for n in plan.nodes.values())
     assert roles == {"router": 5, "mux": 2, "hypervisor": 2, "vm": 4, "client": 1,
-                     "manager": 1}
+                     "manager": 3, "switch": 1}
     assert {m.leaf for m in plan.by_role("mux")} == {"leaf1", "leaf2"}
 
 
@@ -61,10 +61,15 @@ def test_every_command_stays_inside_the_labs_namespaces() -> None:
 
 def test_generated_configs_are_accepted_by_each_daemon() -> None:
     plan = build_plan(LabSpec())
-    manager = parse(ManagerConfig, configs.manager_config(plan, RUN), "manager")
-    assert len(manager.inventory.hosts) == 2
+    for node in plan.by_role("manager"):
+        manager = parse(ManagerConfig, configs.manager_config(plan, node, RUN, "0" * 64), "m")
+        assert len(manager.inventory.hosts) == 2 and len(manager.replicas) == 3
+        assert manager.me.name == node.name
+        assert check_manager_config(manager) == []
+    addresses = {f"{m.address_of('mgmt0')}:6653" for m in plan.by_role("manager")}
     for mux in plan.by_role("mux"):
         cfg = parse(MuxConfig, configs.mux_config(plan, mux, RUN), mux.name)
+        assert set(cfg.managers) == addresses
         leaf = plan.nodes[mux.leaf or ""]
         assert cfg.bgp.peers[0].peer_as == leaf.asn
         assert cfg.uplink.gateway == leaf.address_of(mux.name)

@@ -1,0 +1,96 @@
+"""The Manager cluster in the lab: VIPs through the REST API, leader loss during traffic."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ananta.topologies import configs, lab
+from ananta.topologies.checks import serve_check
+
+API_VIP = "203.0.113.20"
+
+
+@pytest.fixture(scope="module")
+def running_lab() -> Iterator[None]:
+    lab.down(say=lambda _: None)
+    try:
+        lab.up(None, None, timeout=120, say=print)
+        yield
+    finally:
+        lab.down(say=print)
+
+
+def api(*args: str) -> dict:  # type: ignore[type-arg]
+    plan, _ = lab.load_plan()
+    return json.loads(lab.api(plan, *args, "--json"))
+
+
+def test_vip_created_through_the_api_is_served_and_its_deletion_removes_it(
+        running_lab: None) -> None:
+    op = api("vip", "create", "api", "--tenant", "demo", "--address", API_VIP,
+             "--endpoint", "tcp:80", "--backend", "10.1.0.12:8080", "--backend", "10.2.0.11:8080")
+    assert op["status"] == "programmed", op
+    assert op["programmed_at"] - op["committed_at"] < 2.0
+    plan, services = lab.load_plan()
+    lab.wait_ready(plan, services, 30)  # switches hold exactly what the cluster holds
+    report = serve_check(API_VIP, count=40)
+    assert report.failures == [] and set(report.served_by) == {"vm2", "vm3"}
+    op = api("vip", "delete", "api", "--tenant", "demo")
+    assert op["status"] == "programmed"
+    plan, services = lab.load_plan()
+    assert [v.name for v in services.vips] == ["web"]
+    lab.wait_ready(plan, services, 30)  # ... and no flow or group of `api` is left anywhere
+    gone = serve_check(API_VIP, count=3)
+    assert gone.served_by == {} and len(gone.failures) == 3
+
+
+def manager_pid(plan: lab.LabPlan, name: str) -> int:
+    with open(f"{configs.node_dir(lab.RUN_DIR, name)}/ananta-manager.pid") as fh:
+        return int(fh.read())
+
+
+def test_leader_killed_during_traffic(running_lab: None) -> None:
+    plan, _ = lab.load_plan()
+    status = api("cluster")
+    leader_raft = status["leader"]
+    leader = next(m.name for m in plan.by_role("manager")
+                  if leader_raft.startswith(f"{m.address_of('mgmt0')}:"))
+    results: dict[str, object] = {}
+
+    def traffic() -> None:
+        out = lab.ns_run(plan, "client1", [sys.executable, "-m", "ananta.topologies.httpprobe",
+                                           "--host", "203.0.113.10", "--count", "300"],
+                         timeout=120)
+        results.update(json.loads(out))
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    time.sleep(0.3)
+    killed_at = time.monotonic()
+    import os
+
+    os.kill(manager_pid(plan, leader), signal.SIGKILL)
+    # the next write succeeds (through any replica still up), once a new leader is elected
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            op = api("backend", "drain", "web", "tcp:80", "10.2.0.12", "--tenant", "demo")
+            break
+        except (lab.LabError, subprocess.CalledProcessError, RuntimeError) as exc:
+            assert time.monotonic() < deadline, exc
+            time.sleep(0.2)
+    write_after = time.monotonic() - killed_at
+    t.join(120)
+    assert results["failures"] == [], results["failures"]
+    assert op["status"] == "programmed", op
+    assert write_after < 5.0, write_after
+    new = api("cluster")
+    assert new["leader"] != leader_raft and new["term"] > status["term"]
