@@ -13,12 +13,13 @@ including the `Who`/`Admin` dependencies defined inside `create_app`.)
 import hashlib
 import hmac
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from typing import Protocol as Interface
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,6 +79,7 @@ class OperationOut(Strict):
 class ErrorOut(Strict):
     error: str
     field: str = ""
+    op_id: str | None = None  # on a 503: retry with this Operation-Id, or look it up later
 
 
 class ClusterOut(Strict):
@@ -102,7 +104,7 @@ class ManagerService(Interface):
 
     def status(self) -> dict[str, Any]: ...
 
-    def propose(self, command: dict[str, Any]) -> dict[str, Any]: ...
+    def propose(self, command: dict[str, Any], op_id: str) -> dict[str, Any]: ...
 
     def programmed_at(self, op: Operation) -> float | None: ...
 
@@ -114,6 +116,7 @@ class Caller:
     role: Literal["admin", "tenant"]
     tenant: str | None
     token: str
+    op_id: str | None = None  # the request's Operation-Id header, if any
 
 
 def sha256(token: str) -> str:
@@ -133,16 +136,18 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     g_leader = Gauge("ananta_raft_is_leader", "1 on the Raft leader", registry=registry)
     g_term = Gauge("ananta_raft_term", "Raft term", registry=registry)
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+               operation_id: Annotated[str | None, Header(
+                   alias="Operation-Id", pattern=r"^[0-9a-f]{32}$")] = None) -> Caller:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(401, {"error": "a bearer token is required"},
                                 headers={"WWW-Authenticate": "Bearer"})
         digest = sha256(creds.credentials)
         if hmac.compare_digest(digest, service.admin_token_sha256):
-            return Caller("admin", None, creds.credentials)
+            return Caller("admin", None, creds.credentials, operation_id)
         for tenant in list(service.state.tenants.values()):
             if hmac.compare_digest(digest, tenant.token_sha256):
-                return Caller("tenant", tenant.name, creds.credentials)
+                return Caller("tenant", tenant.name, creds.credentials, operation_id)
         raise HTTPException(401, {"error": "unknown token"},
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -160,13 +165,16 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
             return str(who.tenant)
         return tenant or "default"
 
-    def write(command: dict[str, Any]) -> OperationOut:
+    def write(who: Caller, command: dict[str, Any]) -> OperationOut:
+        """Propose, wait for the commit. The operation id is the caller's `Operation-Id`
+        header when given, so a write retried after a 503 is applied at most once."""
         from ananta.controller.replication import NotCommitted
 
+        op_id = who.op_id or uuid.uuid4().hex
         try:
-            result = service.propose(command)
+            result = service.propose(command, op_id)
         except NotCommitted as exc:
-            raise HTTPException(503, {"error": str(exc)}) from None
+            raise HTTPException(503, {"error": str(exc), "op_id": op_id}) from None
         if not result["ok"]:
             raise HTTPException(result["status"], {"error": result["error"],
                                                    "field": result.get("path", "")})
@@ -197,12 +205,12 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def create_tenant(body: TenantIn, who: Admin) -> OperationOut:
         if body.name in service.state.tenants:
             raise HTTPException(409, {"error": f"tenant {body.name!r} exists", "field": "name"})
-        return write({"op": "put_tenant",
+        return write(who, {"op": "put_tenant",
                       "tenant": {"name": body.name, "token_sha256": sha256(body.token)}})
 
     @app.delete(f"{API}/tenants/{{name}}", response_model=OperationOut, tags=["tenants"])
     def delete_tenant(name: Name, who: Admin) -> OperationOut:
-        return write({"op": "delete_tenant", "name": name})
+        return write(who, {"op": "delete_tenant", "name": name})
 
     @app.get(f"{API}/inventory", response_model=Inventory, tags=["inventory"])
     def inventory(who: Admin) -> Inventory:
@@ -210,7 +218,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.put(f"{API}/inventory", response_model=OperationOut, tags=["inventory"])
     def put_inventory(body: Inventory, who: Admin) -> OperationOut:
-        return write({"op": "set_inventory", "inventory": body.model_dump(mode="json")})
+        return write(who, {"op": "set_inventory", "inventory": body.model_dump(mode="json")})
 
     @app.get(f"{API}/vips", response_model=list[Vip], tags=["vips"])
     def list_vips(who: Who) -> list[Vip]:
@@ -221,7 +229,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def create_vip(body: VipIn, who: Who) -> OperationOut:
         tenant = tenant_of(who, body.tenant)
         vip = {**body.model_dump(mode="json"), "tenant": tenant}
-        return write({"op": "create_vip", "vip": vip})
+        return write(who, {"op": "create_vip", "vip": vip})
 
     def own_vip(who: Caller, name: str, tenant: str | None) -> Vip:
         t = tenant_of(who, tenant)
@@ -237,14 +245,14 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     @app.delete(f"{API}/vips/{{name}}", response_model=OperationOut, tags=["vips"])
     def delete_vip(name: Name, who: Who, tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "delete_vip", "tenant": vip.tenant, "name": vip.name})
+        return write(who, {"op": "delete_vip", "tenant": vip.tenant, "name": vip.name})
 
     @app.post(f"{API}/vips/{{name}}/endpoints", response_model=OperationOut, status_code=201,
               tags=["vips"])
     def add_endpoint(name: Name, body: Endpoint, who: Who,
                      tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "add_endpoint", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "add_endpoint", "tenant": vip.tenant, "vip": vip.name,
                       "endpoint": body.model_dump(mode="json")})
 
     @app.delete(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}",
@@ -252,7 +260,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def remove_endpoint(name: Name, protocol: Protocol, port: Port, who: Who,
                         tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port})
 
     backends = f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/backends"
@@ -261,7 +269,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def add_backend(name: Name, protocol: Protocol, port: Port, body: Backend, who: Who,
                     tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "add_backend", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "add_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port,
                       "backend": body.model_dump(mode="json")})
 
@@ -271,7 +279,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         vip = own_vip(who, name, tenant)
         if body.weight is None and body.state is None:
             raise HTTPException(422, {"error": "give weight and/or state", "field": "body"})
-        return write({"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port, "address": address,
                       "weight": body.weight, "state": body.state})
 
@@ -279,7 +287,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def drain_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
                       tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port, "address": address,
                       "state": "draining"})
 
@@ -287,7 +295,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def remove_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
                        tenant: Name | None = None) -> OperationOut:
         vip = own_vip(who, name, tenant)
-        return write({"op": "remove_backend", "tenant": vip.tenant, "vip": vip.name,
+        return write(who, {"op": "remove_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port, "address": address})
 
     @app.get(f"{API}/operations/{{op_id}}", response_model=OperationOut, tags=["operations"])

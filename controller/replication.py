@@ -64,6 +64,7 @@ class Cluster:
             appendEntriesUseBatch=False,  # commit each write at once (~ms), not per batch
             raftMinTimeout=0.15, raftMaxTimeout=0.3, appendEntriesPeriod=0.03,
             connectionRetryTime=0.5, connectionTimeout=1.0,
+            leaderFallbackTimeout=2.0,  # a leader cut off from the majority steps down
             commandsWaitLeader=True,
             journalFile=os.path.join(settings.data_dir, "raft.journal"),
             fullDumpFile=os.path.join(settings.data_dir, "raft.dump"),
@@ -111,6 +112,10 @@ class Cluster:
         envelope = {"op_id": op_id or uuid.uuid4().hex, "proposed_at": time.time(),
                     "command": command}
         Envelope.model_validate(envelope)  # refuse malformed commands before Raft sees them
+        # Without a quorum (or a known leader) the command would wait in pysyncobj's queue and
+        # could be applied long after the caller was told it failed: refuse it now instead.
+        if not self.syncobj.hasQuorum or self.syncobj._getLeader() is None:
+            raise NotCommitted("not committed: this replica has no quorum (or no leader)")
         done = threading.Event()
         outcome: dict[str, Any] = {}
 

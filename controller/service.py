@@ -29,8 +29,8 @@ class ReplicaService:
     def status(self) -> dict[str, Any]:
         return self.cluster.status()
 
-    def propose(self, command: dict[str, Any]) -> dict[str, Any]:
-        return self.cluster.propose(command, timeout=self.write_timeout)
+    def propose(self, command: dict[str, Any], op_id: str) -> dict[str, Any]:
+        return self.cluster.propose(command, timeout=self.write_timeout, op_id=op_id)
 
     def programmed_at(self, op: Operation) -> float | None:
         with self.ledger_lock:

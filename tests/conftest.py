@@ -1,4 +1,5 @@
-"""Tiers: tests/unit -> `unit`, tests/ovs -> `ovs`, tests/e2e -> `e2e` (markers by folder)."""
+"""Tiers by folder: tests/unit -> `unit`, tests/cluster -> `cluster`, tests/ovs -> `ovs`,
+tests/e2e -> `e2e` (the marker is added from the folder name)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import pytest
 
-TIERS = ("unit", "ovs", "e2e")
+TIERS = ("unit", "cluster", "ovs", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

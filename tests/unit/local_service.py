@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
 from ananta.controller.api import sha256
@@ -33,10 +32,10 @@ class LocalService:
                 "has_quorum": self.quorum, "members": ["local:1"],
                 "generation": self._state.generation}
 
-    def propose(self, command: dict[str, Any]) -> dict[str, Any]:
+    def propose(self, command: dict[str, Any], op_id: str) -> dict[str, Any]:
         if not self.quorum:
-            raise NotCommitted("not committed within 3.0 s (no quorum?)")
-        envelope = Envelope.model_validate({"op_id": uuid.uuid4().hex,
+            raise NotCommitted("not committed: this replica has no quorum (or no leader)")
+        envelope = Envelope.model_validate({"op_id": op_id,
                                             "proposed_at": time.time(), "command": command})
         with self.lock:
             return apply_command(self._state, envelope)

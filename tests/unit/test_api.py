@@ -137,3 +137,21 @@ def test_openapi_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
     assert "/api/v1/vips" in spec["paths"] and "HTTPBearer" in str(spec["components"])
     text = client.get("/metrics").text
     assert "ananta_config_generation" in text and "ananta_raft_is_leader 1.0" in text
+
+
+def test_a_write_retried_with_its_operation_id_is_applied_once(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    service.quorum = False
+    op_id = "0123456789abcdef0123456789abcdef"
+    headers = auth(DEMO_TOKEN) | {"Operation-Id": op_id}
+    r = client.post("/api/v1/vips", json=web_body(), headers=headers)
+    assert r.status_code == 503 and r.json()["detail"]["op_id"] == op_id
+    service.quorum = True
+    first = client.post("/api/v1/vips", json=web_body(), headers=headers)
+    assert first.status_code == 201 and first.json()["op_id"] == op_id
+    again = client.post("/api/v1/vips", json=web_body(), headers=headers)
+    assert again.status_code == 201 and again.json()["generation"] == first.json()["generation"]
+    assert len(service.state.vips) == 1
+    bad = client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN) | {
+        "Operation-Id": "not-hex"})
+    assert bad.status_code == 422 and "Operation-Id" in bad.text
