@@ -1,18 +1,12 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
 #   make demo   set up, then bring up the Clos lab and show the VIP served (DSR)
-#   make test   set up, then lint, type-check the pure core, and run every test tier
+#   make test   set up, then lint, type-check, and run every test tier
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PURE_CORE := ananta/config.py ananta/bridges.py ananta/node.py ananta/ofctl_dump.py ananta/apply_plan.py \
-	controller/model.py controller/config.py controller/flows.py controller/pipeline.py \
-	controller/compile_mux.py controller/compile_host.py controller/desired.py \
-	controller/reconcile.py controller/state.py controller/ledger.py controller/api.py \
-	bgp/commands.py mux/config.py mux/programmed.py \
-	hostagent/config.py topologies/spec.py topologies/configs.py topologies/netns.py \
-	topologies/daemons.py
+PACKAGES := ananta controller mux hostagent bgp topologies
 
-.PHONY: setup demo test test-unit test-ovs test-e2e lint down clean
+.PHONY: setup demo test test-unit test-cluster test-ovs test-e2e lint down clean
 
 setup:
 	./scripts/setup.sh
@@ -22,13 +16,16 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy $(PURE_CORE)
+	$(VENV)/bin/mypy $(PACKAGES)
 
 test: setup lint
 	$(PY) -m pytest tests
 
 test-unit: setup
 	$(PY) -m pytest -m unit tests
+
+test-cluster: setup
+	$(PY) -m pytest -m cluster tests
 
 test-ovs: setup
 	$(PY) -m pytest -m ovs tests

@@ -10,6 +10,8 @@ sends it, closed by a barrier; the barrier reply records the generation the swit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -117,9 +119,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
     def _seed(self) -> None:
         """A new, empty cluster takes its inventory from the leader's config file."""
         assert self.seed_inventory is not None
+        inventory = self.seed_inventory.model_dump(mode="json")
+        # the op id is a digest of the inventory: replicas racing to seed apply it once
+        op_id = hashlib.sha256(json.dumps(inventory, sort_keys=True).encode()).hexdigest()[:32]
         try:
-            result = self.service.propose({"op": "set_inventory",
-                                           "inventory": self.seed_inventory.model_dump()})
+            result = self.service.propose({"op": "set_inventory", "inventory": inventory}, op_id)
             LOG.info("seeded the inventory from the config: %s", result)
         except Exception as exc:
             LOG.error("could not seed the inventory (will retry): %s", exc)
