@@ -39,6 +39,7 @@ class Endpoint:
     url: str
     token: str
     netns: str | None = None
+    fallback_urls: tuple[str, ...] = ()  # other replicas, tried when `url` does not answer
 
 
 def _read(path: str) -> str:
@@ -51,7 +52,7 @@ def resolve(url: str | None = None, token: str | None = None) -> Endpoint:
     token = token or os.environ.get("ANANTA_TOKEN")
     if not token and os.environ.get("ANANTA_TOKEN_FILE"):
         token = _read(os.environ["ANANTA_TOKEN_FILE"])
-    netns = None
+    netns, fallbacks = None, ()
     for path in (os.environ.get("ANANTA_CONFIG"), USER_CLI_CONFIG, LAB_CLI_CONFIG):
         if not path or not os.path.exists(path) or (url and token):
             continue
@@ -62,23 +63,35 @@ def resolve(url: str | None = None, token: str | None = None) -> Endpoint:
             token = conf.get("token") or (_read(conf["token_file"]) if conf.get("token_file")
                                           else None)
         netns = conf.get("netns")
+        fallbacks = tuple(u.rstrip("/") for u in conf.get("fallback_urls", []))
         break
     if not url or not token:
         raise RuntimeError("no API endpoint: give --url and --token, set ANANTA_URL and "
                            "ANANTA_TOKEN, or write ~/.config/ananta/cli.yaml")
-    return Endpoint(url.rstrip("/"), token, netns)
+    return Endpoint(url.rstrip("/"), token, netns, fallbacks)
 
 
 class Client:
     def __init__(self, endpoint: Endpoint, timeout: float = 10.0):
-        self.http = httpx.Client(base_url=endpoint.url, timeout=timeout,
+        self.urls = [endpoint.url, *endpoint.fallback_urls]
+        self.http = httpx.Client(timeout=timeout,
                                  headers={"Authorization": f"Bearer {endpoint.token}"})
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            r = self.http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise RuntimeError(f"cannot reach the Manager API: {exc}") from None
+        r = None
+        for url in list(self.urls):
+            try:
+                r = self.http.request(method, url + path, json=body)
+            except httpx.ConnectError as exc:  # that replica is down: try the next one
+                error = exc
+                continue
+            except httpx.HTTPError as exc:
+                raise RuntimeError(f"cannot reach the Manager API: {exc}") from None
+            self.urls.remove(url)
+            self.urls.insert(0, url)  # keep using the replica that answered
+            break
+        if r is None:
+            raise RuntimeError(f"cannot reach the Manager API: {error}")
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)

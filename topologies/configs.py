@@ -80,9 +80,9 @@ def api_url(manager: Node) -> str:
 
 def cli_config(plan: LabPlan, run_dir: str) -> dict[str, Any]:
     """What `ananta` (the CLI) uses when a lab is up: the first replica, as admin."""
-    first = plan.by_role("manager")[0]
-    return {"url": api_url(first), "token_file": secret_path(run_dir, "admin.token"),
-            "netns": first.namespace}
+    first, *others = plan.by_role("manager")
+    return {"url": api_url(first), "fallback_urls": [api_url(m) for m in others],
+            "token_file": secret_path(run_dir, "admin.token"), "netns": first.namespace}
 
 
 def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:

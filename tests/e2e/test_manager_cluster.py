@@ -52,6 +52,23 @@ def test_vip_created_through_the_api_is_served_and_its_deletion_removes_it(
     assert gone.served_by == {} and len(gone.failures) == 3
 
 
+def controller_roles(plan: lab.LabPlan, node: str) -> list[tuple[str, str]]:
+    """(target, role) of every OpenFlow controller connection of a node's bridges."""
+    out = lab.ns_run(plan, node, ["ovs-vsctl", "--format=json", "--", "--columns=target,role",
+                                  "list", "controller"], env=lab.ovs_cmd_env(node))
+    return sorted((row[0], row[1]) for row in json.loads(out)["data"])
+
+
+def test_only_the_raft_leader_is_openflow_master(running_lab: None) -> None:
+    plan, _ = lab.load_plan()
+    leader_ip = api("cluster")["leader"].split(":")[0]
+    for node in ("mux1", "mux2", "hv1", "hv2"):
+        roles = controller_roles(plan, node)
+        assert len(roles) == 6, roles  # 2 bridges x 3 replicas
+        for target, role in roles:
+            assert role == ("master" if f":{leader_ip}:" in target else "slave"), roles
+
+
 def manager_pid(plan: lab.LabPlan, name: str) -> int:
     with open(f"{configs.node_dir(lab.RUN_DIR, name)}/ananta-manager.pid") as fh:
         return int(fh.read())
@@ -94,3 +111,13 @@ def test_leader_killed_during_traffic(running_lab: None) -> None:
     assert write_after < 5.0, write_after
     new = api("cluster")
     assert new["leader"] != leader_raft and new["term"] > status["term"]
+    new_ip = new["leader"].split(":")[0]
+    # OVSDB publishes controller status every few seconds: wait for it to show the new master
+    deadline = time.monotonic() + 15
+    for node in ("mux1", "hv2"):
+        while True:
+            masters = [t for t, role in controller_roles(plan, node) if role == "master"]
+            if len(masters) == 2 and all(f":{new_ip}:" in t for t in masters):
+                break
+            assert time.monotonic() < deadline, (node, masters, new, leader_raft)
+            time.sleep(0.5)
