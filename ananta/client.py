@@ -25,10 +25,9 @@ class ApiError(RuntimeError):
     def __init__(self, status: int, detail: Any):
         self.status, self.detail = status, detail
         if isinstance(detail, dict) and "error" in detail:
-            text = detail["error"] + (f" (field: {detail['field']})" if detail.get("field") else "")
-        elif isinstance(detail, list):  # FastAPI's validation errors
-            text = "; ".join(
-                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+            parts = detail.get("details") or [detail]
+            text = "; ".join(f"{d['field']}: {d['error']}" if d.get("field") else d["error"]
+                             for d in parts)
         else:
             text = str(detail)
         super().__init__(f"HTTP {status}: {text}")
@@ -94,7 +93,7 @@ class Client:
             raise RuntimeError(f"cannot reach the Manager API: {error}")
         if r.status_code >= 400:
             try:
-                detail = r.json().get("detail", r.text)
+                detail = r.json()
             except ValueError:
                 detail = r.text
             raise ApiError(r.status_code, detail)

@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from typing import Protocol as Interface
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ananta.controller.model import (
     Backend,
@@ -38,6 +43,10 @@ from ananta.controller.model import (
 from ananta.controller.state import ClusterState, Operation
 
 API = "/api/v1"
+# Optional parameters default to "" rather than None so that the OpenAPI spec does not
+# offer `null`, which a query string or a header cannot carry.
+TenantQuery = Annotated[str, Query(pattern=r"^[a-z][a-z0-9-]{0,30}$",
+                                   description="(admin) the tenant whose VIP this is")]
 
 
 class Strict(BaseModel):
@@ -76,10 +85,18 @@ class OperationOut(Strict):
     affected_nodes: list[str] = []
 
 
+class FieldError(Strict):
+    field: str
+    error: str
+
+
 class ErrorOut(Strict):
+    """Every error: what is wrong, and the field it is about (dotted path into the request)."""
+
     error: str
     field: str = ""
     op_id: str | None = None  # on a 503: retry with this Operation-Id, or look it up later
+    details: list[FieldError] = []
 
 
 class ClusterOut(Strict):
@@ -129,6 +146,35 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(service: ManagerService, now: Callable[[], float] = time.time) -> FastAPI:
     app = FastAPI(title="Ananta Manager", version="1", responses=ERRORS)
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and Starlette's
+    def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail)}
+        return JSONResponse(ErrorOut(**detail).model_dump(exclude_defaults=True),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.middleware("http")
+    async def allow_header(request: Request, call_next: Any) -> Any:
+        """A 405 names the methods the path does allow (RFC 9110 15.5.6)."""
+        response = await call_next(request)
+        if response.status_code == 405:
+            allowed: set[str] = set()
+            for route in app.routes:
+                if isinstance(route, APIRoute):
+                    match, _ = route.matches({"type": "http", "path": request.url.path,
+                                              "method": "GET"})
+                    if match != Match.NONE:
+                        allowed |= route.methods or set()
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [FieldError(field=".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+                              error=e["msg"]) for e in exc.errors()]
+        body = ErrorOut(error=details[0].error if details else "invalid request",
+                        field=details[0].field if details else "", details=details)
+        return JSONResponse(body.model_dump(exclude_defaults=True), status_code=422)
     bearer = HTTPBearer(auto_error=False)
     registry = CollectorRegistry()
     g_generation = Gauge("ananta_config_generation", "config generation", registry=registry)
@@ -137,17 +183,17 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     g_term = Gauge("ananta_raft_term", "Raft term", registry=registry)
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-               operation_id: Annotated[str | None, Header(
-                   alias="Operation-Id", pattern=r"^[0-9a-f]{32}$")] = None) -> Caller:
+               operation_id: Annotated[str, Header(
+                   alias="Operation-Id", pattern=r"^[0-9a-f]{32}$")] = "") -> Caller:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(401, {"error": "a bearer token is required"},
                                 headers={"WWW-Authenticate": "Bearer"})
         digest = sha256(creds.credentials)
         if hmac.compare_digest(digest, service.admin_token_sha256):
-            return Caller("admin", None, creds.credentials, operation_id)
+            return Caller("admin", None, creds.credentials, operation_id or None)
         for tenant in list(service.state.tenants.values()):
             if hmac.compare_digest(digest, tenant.token_sha256):
-                return Caller("tenant", tenant.name, creds.credentials, operation_id)
+                return Caller("tenant", tenant.name, creds.credentials, operation_id or None)
         raise HTTPException(401, {"error": "unknown token"},
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -159,7 +205,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def tenant_of(who: Caller, tenant: str | None) -> str:
         """The tenant a request acts for: a tenant token's own, or the admin's choice."""
         if who.role == "tenant":
-            if tenant not in (None, who.tenant):
+            if tenant and tenant != who.tenant:
                 raise HTTPException(403, {"error": "a tenant acts only on its own VIPs",
                                           "field": "tenant"})
             return str(who.tenant)
@@ -239,18 +285,18 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         return vip
 
     @app.get(f"{API}/vips/{{name}}", response_model=Vip, tags=["vips"])
-    def get_vip(name: Name, who: Who, tenant: Name | None = None) -> Vip:
+    def get_vip(name: Name, who: Who, tenant: TenantQuery = "") -> Vip:
         return own_vip(who, name, tenant)
 
     @app.delete(f"{API}/vips/{{name}}", response_model=OperationOut, tags=["vips"])
-    def delete_vip(name: Name, who: Who, tenant: Name | None = None) -> OperationOut:
+    def delete_vip(name: Name, who: Who, tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "delete_vip", "tenant": vip.tenant, "name": vip.name})
 
     @app.post(f"{API}/vips/{{name}}/endpoints", response_model=OperationOut, status_code=201,
               tags=["vips"])
     def add_endpoint(name: Name, body: Endpoint, who: Who,
-                     tenant: Name | None = None) -> OperationOut:
+                     tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "add_endpoint", "tenant": vip.tenant, "vip": vip.name,
                       "endpoint": body.model_dump(mode="json")})
@@ -258,7 +304,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     @app.delete(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}",
                 response_model=OperationOut, tags=["vips"])
     def remove_endpoint(name: Name, protocol: Protocol, port: Port, who: Who,
-                        tenant: Name | None = None) -> OperationOut:
+                        tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port})
@@ -267,7 +313,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.post(backends, response_model=OperationOut, status_code=201, tags=["backends"])
     def add_backend(name: Name, protocol: Protocol, port: Port, body: Backend, who: Who,
-                    tenant: Name | None = None) -> OperationOut:
+                    tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "add_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port,
@@ -275,7 +321,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.patch(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
     def update_backend(name: Name, protocol: Protocol, port: Port, address: IPv4,
-                       body: BackendPatch, who: Who, tenant: Name | None = None) -> OperationOut:
+                       body: BackendPatch, who: Who, tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         if body.weight is None and body.state is None:
             raise HTTPException(422, {"error": "give weight and/or state", "field": "body"})
@@ -285,7 +331,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.post(f"{backends}/{{address}}/drain", response_model=OperationOut, tags=["backends"])
     def drain_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
-                      tenant: Name | None = None) -> OperationOut:
+                      tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port, "address": address,
@@ -293,7 +339,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.delete(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
     def remove_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
-                       tenant: Name | None = None) -> OperationOut:
+                       tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "remove_backend", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port, "address": address})

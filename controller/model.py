@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from ananta.config import ConfigError, InvalidConfig, StrictModel, join_path
 
@@ -54,9 +54,26 @@ def _dpid(value: str) -> str:
     return value.lower()
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-Mac = Annotated[str, AfterValidator(_mac)]
-DatapathId = Annotated[str, AfterValidator(_dpid)]
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"not an IPv4 network: {value!r}") from None
+
+
+# The JSON schema of each type says what the validator accepts, so that the OpenAPI spec is
+# exact (and clients, or a fuzzer, can tell valid input from invalid input up front).
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = rf"{_OCTET}(\.{_OCTET}){{3}}"
+IPv4 = Annotated[str, AfterValidator(_ipv4),
+                 WithJsonSchema({"type": "string", "pattern": f"^{_IPV4_RE}$"})]
+Cidr = Annotated[str, AfterValidator(_cidr),
+                 WithJsonSchema({"type": "string", "pattern": f"^{_IPV4_RE}/(3[0-2]|[12]?[0-9])$"})]
+Mac = Annotated[str, AfterValidator(_mac),
+                WithJsonSchema({"type": "string",
+                                "pattern": "^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$"})]
+DatapathId = Annotated[str, AfterValidator(_dpid),
+                       WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{16}$"})]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Protocol = Literal["tcp", "udp"]
@@ -118,7 +135,7 @@ class HostNode(StrictModel):
 
 
 class Inventory(StrictModel):
-    vip_pool: list[str] = ["0.0.0.0/0"]
+    vip_pool: list[Cidr] = ["0.0.0.0/0"]
     muxes: list[MuxNode] = []
     hosts: list[HostNode] = []
 

@@ -267,8 +267,8 @@ def _apply(state: ClusterState, cmd: Any) -> None:
     """Change `state` for `cmd`, or raise CommandError having changed nothing."""
     if isinstance(cmd, SetInventory):
         errors = check_inventory(cmd.inventory, "inventory")
-        if errors:
-            raise _first(errors, 422)
+        if errors:  # duplicates: consistent with itself is a matter of the whole document
+            raise _first(errors, 409)
         errors = check_services(state.services(), cmd.inventory)
         if errors:
             raise CommandError(409, f"the new inventory breaks existing VIPs: {errors[0]}")
@@ -286,11 +286,12 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         candidate = Services(vips=[vips[k] for k in sorted(vips)])
         errors = check_services(candidate, state.inventory)
         if errors:
-            conflict = any("duplicates" in e.message for e in errors)
-            # paths inside the candidate document mean nothing to the caller: keep the field
+            # Every rule here depends on the current state (the pool, the inventory, the other
+            # VIPs): a well-formed request that breaks one conflicts with that state (409).
+            # Paths inside the candidate document mean nothing to the caller: keep the field.
             e = errors[0]
             field = re.sub(r"^vips\[\d+\]\.?", "", e.path)
-            raise CommandError(409 if conflict else 422, e.message, field)
+            raise CommandError(409, e.message, field)
         state.vips = vips
 
 

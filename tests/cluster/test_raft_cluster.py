@@ -105,6 +105,6 @@ def test_without_quorum_a_write_is_refused_with_503(managers: Managers) -> None:
     started = time.monotonic()
     r = m.call(survivor, "POST", "/api/v1/vips", vip("lonely", 50))
     assert r.status_code == 503, r.text
-    assert "quorum" in r.json()["detail"]["error"]
+    assert "quorum" in r.json()["error"]
     assert time.monotonic() - started < 5
     assert names(m, survivor) == []

@@ -60,13 +60,13 @@ def test_create_then_refusals_change_nothing() -> None:
         (CreateVip(vip=web()), 409, "name"),  # same tenant and name
         (CreateVip(vip=web("other", "web2")), 409, "endpoints[0]"),  # same VIP:proto:port
         (CreateVip(vip=web("nobody", "x", "203.0.113.20")), 404, "tenant"),
-        (CreateVip(vip=web("demo", "far", "192.0.2.1")), 422, "address"),
+        (CreateVip(vip=web("demo", "far", "192.0.2.1")), 409, "address"),
         (DeleteVip(tenant="other", name="web"), 404, "name"),  # another tenant's VIP
         (AddBackend(tenant="demo", vip="web", protocol="tcp", port=80,
                     backend={"address": "10.1.0.11", "port": 9000}), 409,
          "endpoints[0].backends[4].address"),
         (AddBackend(tenant="demo", vip="web", protocol="tcp", port=80,
-                    backend={"address": "10.7.7.7", "port": 9000}), 422,
+                    backend={"address": "10.7.7.7", "port": 9000}), 409,
          "endpoints[0].backends[4].address"),
         (RemoveBackend(tenant="demo", vip="web", protocol="tcp", port=81,
                        address="10.1.0.11"), 404, "port"),
