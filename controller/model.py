@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
@@ -181,39 +182,68 @@ def check_inventory(inv: Inventory, prefix: str = "") -> list[ConfigError]:
     return errors
 
 
-def check_services(services: Services, inv: Inventory, prefix: str = "") -> list[ConfigError]:
-    """Cross-field rules of a services document against the inventory.
+@dataclass(frozen=True)
+class InventoryIndex:
+    """What VIP validation needs from the inventory, computed once per inventory."""
 
-    A VIP must lie in the pool; VIP:protocol:port is unique across all VIPs of all tenants; a
-    DIP appears once per endpoint and must be a VM the inventory knows (else nothing could
-    deliver to it).
-    """
+    pools: tuple[ipaddress.IPv4Network, ...]
+    known_dips: frozenset[str]
+    node_addresses: frozenset[str]
+
+
+def inventory_index(inv: Inventory) -> InventoryIndex:
+    return InventoryIndex(
+        pools=tuple(ipaddress.IPv4Network(p) for p in inv.vip_pool),
+        known_dips=frozenset(vm.address for host in inv.hosts for vm in host.vms),
+        node_addresses=frozenset([m.underlay_address for m in inv.muxes]
+                                 + [h.underlay_address for h in inv.hosts]))
+
+
+def endpoint_key(address: str, protocol: str, port: int) -> str:
+    return f"{address} {protocol}/{port}"
+
+
+def check_vip(vip: Vip, index: InventoryIndex, vpath: str = "") -> list[ConfigError]:
+    """Rules one VIP obeys on its own: in the pool, not a DIP or node address, every DIP a
+    known VM and listed once per endpoint, each protocol/port once."""
     errors: list[ConfigError] = []
-    pools = [ipaddress.IPv4Network(p) for p in inv.vip_pool]
-    known_dips = {vm.address for host in inv.hosts for vm in host.vms}
-    underlay = {m.underlay_address for m in inv.muxes} | {h.underlay_address for h in inv.hosts}
+    address = ipaddress.IPv4Address(vip.address)
+    if not any(address in pool for pool in index.pools):
+        errors.append(ConfigError(join_path(vpath, "address"),
+                                  f"{vip.address} is outside the VIP pool"))
+    if vip.address in index.known_dips or vip.address in index.node_addresses:
+        errors.append(ConfigError(join_path(vpath, "address"),
+                                  f"{vip.address} is a DIP or node address"))
+    endpoints = []
+    for j, ep in enumerate(vip.endpoints):
+        epath = join_path(vpath, "endpoints", j)
+        endpoints.append((epath, endpoint_key(vip.address, ep.protocol, ep.port)))
+        dips = []
+        for k, be in enumerate(ep.backends):
+            bpath = f"{epath}.backends[{k}]"
+            dips.append((f"{bpath}.address", be.address))
+            if be.address not in index.known_dips:
+                errors.append(ConfigError(
+                    f"{bpath}.address", f"{be.address} is not a VM in the inventory"))
+        errors += _duplicates(dips)
+    return errors + _duplicates(endpoints)
+
+
+def check_services(services: Services, inv: Inventory, prefix: str = "") -> list[ConfigError]:
+    """Cross-field rules of a services document against the inventory: every VIP's own rules
+    (check_vip), and tenant/name and VIP:protocol:port unique across all VIPs of all tenants.
+    """
+    index = inventory_index(inv)
+    errors: list[ConfigError] = []
     names, endpoints = [], []
     for i, vip in enumerate(services.vips):
         vpath = join_path(prefix, "vips", i)
         names.append((f"{vpath}.name", f"{vip.tenant}/{vip.name}"))
-        address = ipaddress.IPv4Address(vip.address)
-        if not any(address in pool for pool in pools):
-            errors.append(
-                ConfigError(f"{vpath}.address", f"{vip.address} is outside the VIP pool"))
-        if vip.address in known_dips or vip.address in underlay:
-            errors.append(
-                ConfigError(f"{vpath}.address", f"{vip.address} is a DIP or node address"))
-        for j, ep in enumerate(vip.endpoints):
-            epath = f"{vpath}.endpoints[{j}]"
-            endpoints.append((epath, f"{vip.address} {ep.protocol}/{ep.port}"))
-            dips = []
-            for k, be in enumerate(ep.backends):
-                bpath = f"{epath}.backends[{k}]"
-                dips.append((f"{bpath}.address", be.address))
-                if be.address not in known_dips:
-                    errors.append(ConfigError(
-                        f"{bpath}.address", f"{be.address} is not a VM in the inventory"))
-            errors += _duplicates(dips)
+        errors += [e for e in check_vip(vip, index, vpath) if "duplicates" not in e.message
+                   or ".backends[" in e.path]
+        endpoints += [(join_path(vpath, "endpoints", j),
+                       endpoint_key(vip.address, ep.protocol, ep.port))
+                      for j, ep in enumerate(vip.endpoints)]
     errors += _duplicates(names)
     errors += _duplicates(endpoints)
     return errors

@@ -8,7 +8,6 @@ the state invalid changes nothing and returns the error, so every replica refuse
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
@@ -27,6 +26,9 @@ from ananta.controller.model import (
     Vip,
     check_inventory,
     check_services,
+    check_vip,
+    endpoint_key,
+    inventory_index,
 )
 
 MAX_OPERATIONS_KEPT = 10000
@@ -154,6 +156,9 @@ class ClusterState:
         self.tenants: dict[str, Tenant] = {}
         self.vips: dict[tuple[str, str], Vip] = {}
         self.operations: OrderedDict[str, Operation] = OrderedDict()
+        # derived, kept in step by apply_command so that a write costs O(its VIP), not O(all)
+        self.endpoint_owner: dict[str, tuple[str, str]] = {}
+        self.index = inventory_index(self.inventory)
 
     def services(self) -> Services:
         return Services(vips=[self.vips[k] for k in sorted(self.vips)])
@@ -197,28 +202,27 @@ def _revalidate(vip: Vip) -> Vip:
         raise CommandError(422, err["msg"], key_path(err["loc"])) from None
 
 
-def _new_vips(state: ClusterState, cmd: Any) -> dict[tuple[str, str], Vip]:
-    vips = dict(state.vips)
+def _changed_vip(state: ClusterState, cmd: Any) -> tuple[tuple[str, str], Vip | None]:
+    """The VIP a command touches, and what it becomes (None: deleted)."""
     if isinstance(cmd, CreateVip):
         key = (cmd.vip.tenant, cmd.vip.name)
         if cmd.vip.tenant not in state.tenants and cmd.vip.tenant != "default":
             raise CommandError(404, f"no tenant {cmd.vip.tenant!r}", "tenant")
-        if key in vips:
+        if key in state.vips:
             raise CommandError(409, f"VIP {cmd.vip.name!r} already exists", "name")
-        vips[key] = cmd.vip
-        return vips
+        return key, cmd.vip
     vip = state.vip(cmd.tenant, cmd.name if isinstance(cmd, DeleteVip) else cmd.vip)
     key = (vip.tenant, vip.name)
     if isinstance(cmd, DeleteVip):
-        del vips[key]
-    elif isinstance(cmd, AddEndpoint):
-        vips[key] = _revalidate(vip.model_copy(
+        return key, None
+    if isinstance(cmd, AddEndpoint):
+        return key, _revalidate(vip.model_copy(
             update={"endpoints": [*vip.endpoints, cmd.endpoint]}))
     elif isinstance(cmd, RemoveEndpoint):
         index = _endpoint_index(vip, cmd.protocol, cmd.port)
         if len(vip.endpoints) == 1:
             raise CommandError(409, "a VIP keeps at least one endpoint: delete the VIP", "port")
-        vips[key] = _with_endpoint(vip, index, None)
+        return key, _with_endpoint(vip, index, None)
     else:
         index = _endpoint_index(vip, cmd.protocol, cmd.port)
         ep = vip.endpoints[index]
@@ -233,8 +237,7 @@ def _new_vips(state: ClusterState, cmd: Any) -> dict[tuple[str, str], Vip]:
         elif isinstance(cmd, RemoveBackend):
             del backends[_backend_index(ep, cmd.address)]
         new_ep = ep.model_copy(update={"backends": backends})
-        vips[key] = _revalidate(_with_endpoint(vip, index, new_ep))
-    return vips
+        return key, _revalidate(_with_endpoint(vip, index, new_ep))
 
 
 def _target(cmd: Any) -> tuple[str | None, str]:
@@ -273,6 +276,7 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         if errors:
             raise CommandError(409, f"the new inventory breaks existing VIPs: {errors[0]}")
         state.inventory = cmd.inventory
+        state.index = inventory_index(cmd.inventory)
     elif isinstance(cmd, PutTenant):
         state.tenants[cmd.tenant.name] = cmd.tenant
     elif isinstance(cmd, DeleteTenant):
@@ -282,17 +286,29 @@ def _apply(state: ClusterState, cmd: Any) -> None:
             raise CommandError(409, f"tenant {cmd.name!r} still has VIPs", "name")
         del state.tenants[cmd.name]
     else:
-        vips = _new_vips(state, cmd)
-        candidate = Services(vips=[vips[k] for k in sorted(vips)])
-        errors = check_services(candidate, state.inventory)
-        if errors:
+        key, vip = _changed_vip(state, cmd)
+        old = state.vips.get(key)
+        if vip is not None:
             # Every rule here depends on the current state (the pool, the inventory, the other
             # VIPs): a well-formed request that breaks one conflicts with that state (409).
-            # Paths inside the candidate document mean nothing to the caller: keep the field.
-            e = errors[0]
-            field = re.sub(r"^vips\[\d+\]\.?", "", e.path)
-            raise CommandError(409, e.message, field)
-        state.vips = vips
+            errors = check_vip(vip, state.index)
+            for j, ep in enumerate(vip.endpoints):
+                owner = state.endpoint_owner.get(endpoint_key(vip.address, ep.protocol, ep.port))
+                if owner is not None and owner != key:
+                    errors.append(ConfigError(f"endpoints[{j}]", f"duplicates the endpoint of "
+                                              f"VIP {owner[1]!r} ({vip.address} "
+                                              f"{ep.protocol}/{ep.port})"))
+            if errors:
+                raise CommandError(409, errors[0].message, errors[0].path)
+        if old is not None:
+            for ep in old.endpoints:
+                state.endpoint_owner.pop(endpoint_key(old.address, ep.protocol, ep.port))
+        if vip is None:
+            del state.vips[key]
+        else:
+            state.vips[key] = vip
+            for ep in vip.endpoints:
+                state.endpoint_owner[endpoint_key(vip.address, ep.protocol, ep.port)] = key
 
 
 def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
