@@ -8,10 +8,13 @@ the state invalid changes nothing and returns the error, so every replica refuse
 
 from __future__ import annotations
 
+import gc
+import json
+import zlib
 from collections import OrderedDict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from ananta.config import ConfigError, StrictModel, key_path
 from ananta.controller.model import (
@@ -160,6 +163,43 @@ class ClusterState:
         self.endpoint_owner: dict[str, tuple[str, str]] = {}
         self.index = inventory_index(self.inventory)
 
+    # Raft snapshots pickle the state (and gzip it at level 9): as JSON through pydantic's
+    # compiled serializer, pre-compressed fast, it takes a fraction of the time and space that
+    # pickling 100k model objects one by one does.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "inventory": self.inventory.model_dump_json(),
+            "tenants": _TENANTS.dump_json(list(self.tenants.values())),
+            "vips": zlib.compress(_VIPS.dump_json(list(self.vips.values())), 1),
+            "operations": zlib.compress(
+                _OPERATIONS.dump_json(list(self.operations.values())), 1),
+        }
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self.generation = data["generation"]
+        self.inventory = Inventory.model_validate_json(data["inventory"])
+        self.index = inventory_index(self.inventory)
+        self.tenants = {t.name: t for t in _TENANTS.validate_json(data["tenants"])}
+        # The snapshot holds what this code validated when it applied each command: rebuild
+        # the objects without running every field validator again (seconds at 10k VIPs), and
+        # without the cyclic GC rescanning the heap while 100k objects are being made.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self.vips = {(v.tenant, v.name): v
+                         for v in map(_construct_vip,
+                                      json.loads(zlib.decompress(data["vips"])))}
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self.operations = OrderedDict(
+            (o["op_id"], Operation.model_construct(**{**o, "affected_nodes": tuple(
+                o["affected_nodes"])})) for o in json.loads(zlib.decompress(data["operations"])))
+        self.endpoint_owner = {
+            endpoint_key(v.address, ep.protocol, ep.port): key
+            for key, v in self.vips.items() for ep in v.endpoints}
+
     def services(self) -> Services:
         return Services(vips=[self.vips[k] for k in sorted(self.vips)])
 
@@ -168,6 +208,32 @@ class ClusterState:
         if vip is None:
             raise CommandError(404, f"no VIP {name!r} for tenant {tenant!r}", "name")
         return vip
+
+
+M = TypeVar("M", bound=StrictModel)
+
+
+def _trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """`cls.model_construct(**values)` for a complete, already valid field dict, without its
+    per-call overhead (which dominates restoring 100k backends)."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _construct_vip(d: dict[str, Any]) -> Vip:
+    d["endpoints"] = [_trusted(Endpoint, {**e, "backends": [_trusted(Backend, b)
+                                                            for b in e["backends"]]})
+                      for e in d["endpoints"]]
+    return _trusted(Vip, d)
+
+
+_TENANTS = TypeAdapter(list[Tenant])
+_VIPS = TypeAdapter(list[Vip])
+_OPERATIONS = TypeAdapter(list[Operation])
 
 
 def _endpoint_index(vip: Vip, protocol: str, port: int) -> int:

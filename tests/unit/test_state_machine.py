@@ -128,3 +128,20 @@ def test_replicas_applying_the_same_log_agree(indices: list[int]) -> None:
     from ananta.controller.model import check_services
 
     assert check_services(a.services(), a.inventory) == []
+
+
+def test_a_snapshot_restores_the_same_state() -> None:
+    import pickle
+
+    state = fresh()
+    for cmd in COMMANDS[:3]:
+        apply_command(state, envelope(cmd))
+    restored = pickle.loads(pickle.dumps(state))
+    assert snapshot(restored) == snapshot(state)
+    assert restored.endpoint_owner == state.endpoint_owner and restored.index == state.index
+    assert restored.vips == state.vips and restored.operations == state.operations
+    # and it goes on applying commands exactly like the original
+    for i, cmd in enumerate(COMMANDS[3:]):
+        same = envelope(cmd, op_id=f"{i:032x}")
+        assert apply_command(restored, same) == apply_command(state, same)
+    assert snapshot(restored) == snapshot(state)
