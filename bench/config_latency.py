@@ -27,9 +27,13 @@ from bench.common import metric, percentile, write_result  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def secret(name: str) -> str:
+    with open(configs.secret_path(lab.RUN_DIR, name)) as fh:
+        return fh.read().strip()
+
+
 def driver(plan: lab.LabPlan, *args: str) -> dict:  # type: ignore[type-arg]
-    env = {**os.environ,
-           "ANANTA_TOKEN": open(configs.secret_path(lab.RUN_DIR, "demo.token")).read().strip(),
+    env = {**os.environ, "ANANTA_TOKEN": secret("demo.token"),
            "ANANTA_URLS": ",".join(configs.api_url(m) for m in plan.by_role("manager"))}
     out = subprocess.run(["ip", "netns", "exec", plan.by_role("manager")[0].namespace,
                           sys.executable, os.path.join(HERE, "config_driver.py"), *args],
@@ -51,8 +55,7 @@ def healthy(plan: lab.LabPlan) -> bool:
             out = subprocess.run(
                 ["ip", "netns", "exec", m.namespace, sys.executable, "-m", "ananta.cli",
                  "cluster", "--json", "--url", configs.api_url(m)], capture_output=True,
-                text=True, timeout=10, env={**os.environ, "ANANTA_TOKEN": open(
-                    configs.secret_path(lab.RUN_DIR, "admin.token")).read().strip()})
+                text=True, timeout=10, env={**os.environ, "ANANTA_TOKEN": secret("admin.token")})
             st = json.loads(out.stdout)
         except (ValueError, subprocess.TimeoutExpired):
             return False

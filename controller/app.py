@@ -31,13 +31,14 @@ from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
-from ananta.controller.flows import Group, SwitchProgram
+from ananta.controller.flows import Flow, Group, SwitchProgram
 from ananta.controller.model import Inventory
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
 
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
+AUDIT_INTERVAL = 30.0  # seconds between full dumps of an idle, known switch (drift repair)
 
 
 @dataclass
@@ -53,6 +54,13 @@ class SwitchSession:
     barrier_xid: int | None = None
     generation: int = 0  # of the program the current sync is applying
     role_sent: tuple[bool, int] | None = None  # (master?, term) last requested
+    # What the switch holds, as far as this connection knows: set after a sync that the switch
+    # confirmed with no error; None means "ask the switch" (a full dump) next time.
+    installed: dict[int, Flow] | None = None
+    staged: dict[int, Flow] = field(default_factory=dict)  # desired flows of the sync in flight
+    errors: int = 0  # error replies during the sync in flight
+    audited_at: float = 0.0  # last full dump
+    retry_at: float = 0.0  # after a failed sync, when to try again (with a full dump)
 
 
 class AnantaManagerApp(app_manager.OSKenApp):
@@ -75,8 +83,12 @@ class AnantaManagerApp(app_manager.OSKenApp):
     # --- replicated state and leadership --------------------------------------------------
 
     def _housekeeping(self) -> None:
+        replicated = self.service.cluster.replicated
         while True:
-            hub.sleep(0.05)
+            # woken by every applied command (so a write is programmed at once), else 20 Hz
+            with replicated.changed:
+                if replicated.state.generation == self.generation:
+                    replicated.changed.wait(0.05)
             try:
                 self._follow_cluster()
                 self._restart_stalled_syncs()
@@ -153,7 +165,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
         session.role_sent = (master, term)
 
     def _restart_stalled_syncs(self) -> None:
-        """A reply the switch never sent (or os-ken could not parse) must not stall a switch."""
+        """A reply the switch never sent (or os-ken could not parse) must not stall a switch;
+        a failed sync is retried; an idle switch is audited against a full dump now and then."""
         with self.lock:
             now = time.monotonic()
             for session in self.sessions.values():
@@ -162,6 +175,13 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     LOG.error("%s: no complete answer in %.0f s; starting over",
                               session.target.label, SYNC_TIMEOUT)
                     session.pending, session.barrier_xid = set(), None
+                    session.installed = None
+                    self._start_sync(session)
+                elif not busy and session.installed is None and 0 < session.retry_at <= now:
+                    session.retry_at = 0.0
+                    self._start_sync(session)
+                elif not busy and now - session.audited_at > AUDIT_INTERVAL:
+                    session.installed = None
                     self._start_sync(session)
 
     # --- switch lifecycle ----------------------------------------------------------------
@@ -197,10 +217,20 @@ class AnantaManagerApp(app_manager.OSKenApp):
             return
         dp = session.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        session.flows, session.groups = [], {}
-        session.pending = {"flows", "groups"}
         session.started = time.monotonic()
         session.generation = self.generation
+        session.errors = 0
+        if session.installed is not None:
+            # The switch holds what we last confirmed: plan against that, one round trip.
+            session.flows = [InstalledFlow(f.table, f.priority, f.cookie, f.match)
+                             for f in session.installed.values()]
+            session.groups = dict(session.sent_groups)
+            session.pending = set()
+            self._maybe_apply(session)
+            return
+        session.flows, session.groups = [], {}
+        session.pending = {"flows", "groups"}
+        session.audited_at = session.started
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
         # Group *stats* (ids and counters), not group descriptions: os-ken 4.2 cannot parse
@@ -258,6 +288,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             return
         for message in messages:
             dp.send_msg(message)
+        session.staged = {f.cookie: f for f in desired.flows}
         for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
         for gid in steps.delete_groups:
@@ -278,10 +309,17 @@ class AnantaManagerApp(app_manager.OSKenApp):
             if session is None or ev.msg.xid != session.barrier_xid:
                 return
             session.barrier_xid = None
+            if session.errors:
+                LOG.error("%s: %d messages refused; will read the switch again",
+                          session.target.label, session.errors)
+                session.installed, session.resync = None, False
+                session.retry_at = time.monotonic() + 1.0
+                return
+            session.installed = session.staged
             self.service.record_programmed(session.target.node, session.target.bridge,
                                            session.generation, time.time())
-            LOG.info("%s programmed at generation %d in %.1f ms", session.target.label,
-                     session.generation, (time.monotonic() - session.started) * 1000)
+            LOG.debug("%s programmed at generation %d in %.1f ms", session.target.label,
+                      session.generation, (time.monotonic() - session.started) * 1000)
             if session.resync:
                 session.resync = False
                 self._start_sync(session)
@@ -290,6 +328,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
     def _error(self, ev: Any) -> None:
         msg = ev.msg
         target = self.targets.get(msg.datapath.id)
+        with self.lock:
+            session = self.sessions.get(msg.datapath.id)
+            if session is not None and (session.pending or session.barrier_xid is not None):
+                session.errors += 1
         LOG.error("switch %s refused a message: type=%d code=%d data=%s",
                   target.label if target else msg.datapath.id, msg.type, msg.code,
                   bytes(msg.data[:64]).hex())

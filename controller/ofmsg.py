@@ -116,7 +116,10 @@ def flow_add(datapath: Any, flow: Flow) -> Any:
 
 
 def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, match: Any) -> Any:
-    """Delete exactly one installed flow: its match (as the switch reported it) and cookie."""
+    """Delete exactly one installed flow: its match and cookie. The match is either what the
+    switch reported (an os-ken OFPMatch) or, for a flow we installed, our own match tuple."""
+    if isinstance(match, tuple):
+        match = parser.OFPMatch(**dict(match))
     return parser.OFPFlowMod(
         datapath, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=table,
         command=ofp.OFPFC_DELETE_STRICT, priority=priority,
