@@ -24,7 +24,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -127,6 +134,8 @@ class ManagerService(Interface):
 
     def relay_to_leader(self, path: str, token: str) -> tuple[int, Any] | None: ...
 
+    def programmed_generations(self) -> dict[tuple[str, str], int]: ...
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -181,6 +190,15 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     g_vips = Gauge("ananta_vips", "VIPs", registry=registry)
     g_leader = Gauge("ananta_raft_is_leader", "1 on the Raft leader", registry=registry)
     g_term = Gauge("ananta_raft_term", "Raft term", registry=registry)
+    g_commit = Gauge("ananta_raft_commit_index", "Raft commit index", registry=registry)
+    g_switch = Gauge("ananta_switch_programmed_generation",
+                     "config generation each switch confirmed (leader only)",
+                     ["node", "bridge"], registry=registry)
+    c_writes = Counter("ananta_api_writes", "REST writes by command and HTTP status",
+                       ["kind", "status"], registry=registry)
+    h_commit = Histogram("ananta_api_commit_seconds", "REST write -> committed",
+                         buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 3),
+                         registry=registry)
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
                operation_id: Annotated[str, Header(
@@ -217,10 +235,14 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         from ananta.controller.replication import NotCommitted
 
         op_id = who.op_id or uuid.uuid4().hex
+        started = time.monotonic()
         try:
             result = service.propose(command, op_id)
         except NotCommitted as exc:
+            c_writes.labels(command["op"], "503").inc()
             raise HTTPException(503, {"error": str(exc), "op_id": op_id}) from None
+        h_commit.observe(time.monotonic() - started)
+        c_writes.labels(command["op"], str(result["status"])).inc()
         if not result["ok"]:
             raise HTTPException(result["status"], {"error": result["error"],
                                                    "field": result.get("path", "")})
@@ -364,6 +386,9 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         g_vips.set(len(service.state.vips))
         g_leader.set(1 if st["state"] == "leader" else 0)
         g_term.set(st["term"])
+        g_commit.set(st["commit_index"])
+        for (node, bridge), generation in service.programmed_generations().items():
+            g_switch.labels(node, bridge).set(generation)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -31,6 +31,9 @@ class ProgrammingLedger:
                 return when
         return None
 
+    def latest(self) -> dict[tuple[str, str], int]:
+        return {key: entries[-1][0] for key, entries in self.history.items() if entries}
+
     def programmed_at(self, generation: int, nodes: Iterable[str]) -> float | None:
         times = []
         for node in nodes:

@@ -36,6 +36,10 @@ class ReplicaService:
         with self.ledger_lock:
             return self.ledger.programmed_at(op.generation, op.affected_nodes)
 
+    def programmed_generations(self) -> dict[tuple[str, str], int]:
+        with self.ledger_lock:
+            return self.ledger.latest()
+
     def record_programmed(self, node: str, bridge: str, generation: int, when: float) -> None:
         with self.ledger_lock:
             self.ledger.record(node, bridge, generation, when)

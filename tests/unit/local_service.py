@@ -43,5 +43,8 @@ class LocalService:
     def programmed_at(self, op: Operation) -> float | None:
         return self.ledger.programmed_at(op.generation, op.affected_nodes)
 
+    def programmed_generations(self) -> dict[tuple[str, str], int]:
+        return self.ledger.latest()
+
     def relay_to_leader(self, path: str, token: str) -> tuple[int, Any] | None:
         return None

@@ -137,6 +137,8 @@ def test_openapi_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
     assert "/api/v1/vips" in spec["paths"] and "HTTPBearer" in str(spec["components"])
     text = client.get("/metrics").text
     assert "ananta_config_generation" in text and "ananta_raft_is_leader 1.0" in text
+    assert 'ananta_api_writes_total{kind="put_tenant",status="200"} 2.0' in text
+    assert "ananta_api_commit_seconds_bucket" in text
 
 
 def test_a_write_retried_with_its_operation_id_is_applied_once(api) -> None:  # type: ignore[no-untyped-def]
