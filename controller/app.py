@@ -74,8 +74,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.sessions: dict[int, SwitchSession] = {}
         self.leading: tuple[bool, int] = (False, 0)
         self.generation = -1
+        self.inventory: Inventory | None = None
         self.targets: dict[int, SwitchTarget] = {}
         self.programs: dict[int, SwitchProgram] = {}
+        self.programs_generation = -1
         self.datapaths: dict[int, Any] = {}  # every connected switch, known or not
         self.seeding = False
         self.watcher = hub.spawn(self._housekeeping)
@@ -101,17 +103,24 @@ class AnantaManagerApp(app_manager.OSKenApp):
         replicated = cluster.replicated
         with replicated.lock:
             generation = cluster.state.generation
-            if generation != self.generation:
-                inventory, services = cluster.state.inventory, cluster.state.services()
+            moved = generation != self.generation
+            if moved:
+                inventory = cluster.state.inventory
+                # only the leader programs switches: followers do not compile programs
+                services = cluster.state.services() if leading[0] else None
+            elif leading[0] and self.programs_generation != generation:
+                inventory, services, moved = cluster.state.inventory, cluster.state.services(), True
         with self.lock:
-            if generation != self.generation:
-                self.targets = switch_targets(inventory)
-                self.programs = desired_programs(services, inventory)
+            changed = moved
+            if moved:
+                if inventory is not self.inventory:
+                    self.inventory = inventory
+                    self.targets = switch_targets(inventory)
+                    self._adopt_known_switches()
+                if services is not None:
+                    self.programs = desired_programs(services, inventory)
+                    self.programs_generation = generation
                 self.generation = generation
-                changed = True
-                self._adopt_known_switches()
-            else:
-                changed = False
             if leading != self.leading:
                 LOG.info("Raft: %s in term %d", "leader" if leading[0] else "follower",
                          leading[1])
