@@ -307,7 +307,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         session.barrier_xid = barrier.xid
         dp.send_msg(barrier)
         if not steps.empty:
-            LOG.info("%s: +%d/-%d flows, +%d/~%d/-%d groups", session.target.label,
+            LOG.debug("%s: +%d/-%d flows, +%d/~%d/-%d groups", session.target.label,
                      len(steps.add_flows), len(steps.delete_flows), len(steps.add_groups),
                      len(steps.modify_groups), len(steps.delete_groups))
 

@@ -12,9 +12,9 @@ from tests.cluster.managers import Managers
 from tests.unit.fixtures import demo_services
 
 
-@pytest.fixture
-def managers() -> Iterator[Managers]:
-    m = Managers()
+@pytest.fixture(params=[3], ids=["3-replicas"])
+def managers(request: pytest.FixtureRequest) -> Iterator[Managers]:
+    m = Managers(count=request.param)
     try:
         m.start_all()
         m.wait(lambda: m.leader() and all(
@@ -39,13 +39,25 @@ def names(m: Managers, i: int) -> list[str]:
     return sorted(v["name"] for v in r.json()) if r.status_code == 200 else []
 
 
+@pytest.mark.parametrize("managers", [3, 5], indirect=True, ids=["3-replicas", "5-replicas"])
 def test_writes_anywhere_are_seen_everywhere(managers: Managers) -> None:
     m = managers
-    for i, n in zip(m.procs, (10, 11, 12), strict=True):
-        r = m.call(i, "POST", "/api/v1/vips", vip(f"v{n}", n))
+    want = []
+    for i in m.procs:
+        r = m.call(i, "POST", "/api/v1/vips", vip(f"v{10 + i}", 10 + i))
         assert r.status_code == 201, r.text
-    want = ["v10", "v11", "v12"]
-    m.wait(lambda: all(names(m, i) == want for i in m.procs), what="replicas to agree")
+        want.append(f"v{10 + i}")
+    m.wait(lambda: all(names(m, i) == sorted(want) for i in m.procs), what="replicas to agree")
+    # a 5-replica cluster survives two losses
+    if m.count == 5:
+        for i in (1, 2):
+            m.kill(i)
+        r = m.call(3, "POST", "/api/v1/vips", vip("v99", 99))
+        deadline = time.monotonic() + 10
+        while r.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            r = m.call(3, "POST", "/api/v1/vips", vip("v99", 99))
+        assert r.status_code == 201, r.text
 
 
 def test_leader_killed_writes_resume_nothing_lost(managers: Managers) -> None:
