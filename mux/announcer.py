@@ -1,7 +1,8 @@
 """ExaBGP's helper on a Mux: announce exactly the VIPs this Mux's OVS is programmed for.
 
 Every poll it reads the VIP steering flows from br-phy (what the Manager programmed); when
-OVS is down or has none, the VIPs are withdrawn. Commands go to stdout, one per line, flushed;
+OVS has none, or cannot be asked three polls in a row, the VIPs are withdrawn. Commands go
+to stdout, one per line, flushed;
 ExaBGP's answers (`done`/`error`) are read from stdin on a thread, so ExaBGP never blocks.
 ExaBGP respawns this process if it dies; a new one starts from nothing and announces in full.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -24,13 +26,17 @@ from ananta.shell import CommandFailed, run
 LOG = logging.getLogger("ananta.mux.announcer")
 
 
-def programmed_vips(config: MuxConfig) -> set[str]:
+FAILED_POLLS_BEFORE_WITHDRAW = 3  # one slow or failed read is not an outage
+
+
+def programmed_vips(config: MuxConfig) -> set[str] | None:
+    """The VIPs br-phy steers, or None when OVS could not be asked."""
     try:
         out = run(["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", BR_PHY, steer_cookie_filter()],
                   env=ovs_env(config), timeout=5)
-    except (CommandFailed, OSError) as exc:
-        LOG.warning("cannot read br-phy flows (%s): announcing nothing", exc)
-        return set()
+    except (CommandFailed, OSError, subprocess.TimeoutExpired) as exc:
+        LOG.warning("cannot read br-phy flows: %s", exc)
+        return None
     return vips_in_flow_dump(out)
 
 
@@ -54,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_mux_config(args.config)
     threading.Thread(target=read_answers, daemon=True).start()
     announced: set[str] = set()
+    failures = 0
     while True:
-        wanted = programmed_vips(config)
+        read = programmed_vips(config)
+        failures = 0 if read is not None else failures + 1
+        if read is None and failures < FAILED_POLLS_BEFORE_WITHDRAW:
+            time.sleep(config.poll_interval)
+            continue
+        wanted = read or set()  # OVS down for good: withdraw everything
         for command in route_changes(announced, wanted):
             LOG.info("%s", command)
             sys.stdout.write(command + "\n")

@@ -45,7 +45,9 @@ def test_vip_served_by_all_backends_through_both_muxes_with_dsr(running_lab: Non
     assert report.failures == []
     assert set(report.served_by) == {"vm1", "vm2", "vm3", "vm4"}, report.served_by
     assert min(report.served_by.values()) >= 20, report.served_by
-    assert sorted(report.muxes_carrying) == ["mux1", "mux2"], report.mux_endpoint_packets
+    assert sorted(report.muxes_carrying) == ["mux1", "mux2"], (
+        report.mux_endpoint_packets, lab.readiness(plan, lab.load_plan()[1]).problems,
+        lab.log_tails(8))
     assert report.dsr_ok(plan), report.vip_packets_leaving
 
 
