@@ -259,10 +259,15 @@ def bgp_problems(plan: LabPlan) -> list[str]:
             problems.append(f"{r.name}: bgpd not answering ({exc})")
             continue
         expected = [p for p in plan.neighbors(r.name) if p[0].role in ("router", "mux")]
+        settle_ms = 1000 * plan.spec.bgp_hold_time
         for peer, address, _ in expected:
-            state = peers.get(address, {}).get("state", "absent")
+            info = peers.get(address, {})
+            state = info.get("state", "absent")
             if state != "Established":
                 problems.append(f"{r.name}: BGP to {peer.name} ({address}) is {state}")
+            elif info.get("peerUptimeMsec", 0) < settle_ms:  # has not yet outlived a hold time
+                problems.append(f"{r.name}: BGP to {peer.name} up for only "
+                                f"{info.get('peerUptimeMsec', 0)} ms")
     return problems
 
 
@@ -337,11 +342,14 @@ def log_tails(lines: int = 15) -> str:
 
 
 def wait_ready(plan: LabPlan, services: Services, timeout: float) -> None:
+    """Until the lab is ready twice in a row, a second apart (settled, not passing through)."""
     deadline = time.monotonic() + timeout
     state = Readiness(False, ["not checked"])
+    streak = 0
     while time.monotonic() < deadline:
         state = readiness(plan, services)
-        if state.ready:
+        streak = streak + 1 if state.ready else 0
+        if streak == 2:
             return
         time.sleep(1)
     problems = "\n  ".join(state.problems)
