@@ -97,6 +97,17 @@ class FieldError(Strict):
     error: str
 
 
+class NodeOut(Strict):
+    """A Mux or host of the inventory, with the config generation each of its bridges last
+    confirmed to the leader (null: not programmed by this replica, or not connected)."""
+
+    name: str
+    underlay_address: str
+    datapath_ids: dict[str, str]
+    programmed_generation: dict[str, int | None]
+    vms: list[dict[str, Any]] | None = None
+
+
 class ErrorOut(Strict):
     """Every error: what is wrong, and the field it is about (dotted path into the request)."""
 
@@ -287,6 +298,26 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     @app.put(f"{API}/inventory", response_model=OperationOut, tags=["inventory"])
     def put_inventory(body: Inventory, who: Admin) -> OperationOut:
         return write(who, {"op": "set_inventory", "inventory": body.model_dump(mode="json")})
+
+    def nodes(kind: Literal["muxes", "hosts"]) -> list[NodeOut]:
+        done = service.programmed_generations()
+        out = []
+        for node in getattr(service.state.inventory, kind):
+            data = node.model_dump(mode="json")
+            out.append(NodeOut(
+                name=node.name, underlay_address=node.underlay_address,
+                datapath_ids=data["datapath_ids"], vms=data.get("vms"),
+                programmed_generation={b: done.get((node.name, b)) for b in ("int", "phy")}))
+        return out
+
+    @app.get(f"{API}/muxes", response_model=list[NodeOut], response_model_exclude_none=True,
+             tags=["inventory"])
+    def muxes(who: Admin) -> list[NodeOut]:
+        return nodes("muxes")
+
+    @app.get(f"{API}/hosts", response_model=list[NodeOut], tags=["inventory"])
+    def hosts(who: Admin) -> list[NodeOut]:
+        return nodes("hosts")
 
     @app.get(f"{API}/vips", response_model=list[Vip], tags=["vips"])
     def list_vips(who: Who) -> list[Vip]:

@@ -157,3 +157,14 @@ def test_a_write_retried_with_its_operation_id_is_applied_once(api) -> None:  # 
     bad = client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN) | {
         "Operation-Id": "not-hex"})
     assert bad.status_code == 422 and "Operation-Id" in bad.text
+
+
+def test_muxes_and_hosts_with_their_programmed_generation(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    service.ledger.record("mux1", "int", 3, 1.0)
+    muxes = client.get("/api/v1/muxes", headers=auth(ADMIN_TOKEN)).json()
+    assert [m["name"] for m in muxes] == ["mux1", "mux2"]
+    assert muxes[0]["programmed_generation"] == {"int": 3, "phy": None}
+    hosts = client.get("/api/v1/hosts", headers=auth(ADMIN_TOKEN)).json()
+    assert [vm["address"] for vm in hosts[0]["vms"]] == ["10.1.0.11", "10.1.0.12"]
+    assert client.get("/api/v1/hosts", headers=auth(DEMO_TOKEN)).status_code == 403
