@@ -12,6 +12,7 @@ including the `Who`/`Admin` dependencies defined inside `create_app`.)
 
 import hashlib
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ananta.controller.health import ProbeTarget, probe_targets
 from ananta.controller.model import (
     Backend,
     BackendState,
@@ -47,9 +49,10 @@ from ananta.controller.model import (
     Protocol,
     Vip,
 )
-from ananta.controller.state import ClusterState, Operation
+from ananta.controller.state import ClusterState, HealthResult, Operation
 
 API = "/api/v1"
+LOG = logging.getLogger("ananta.manager.api")
 # Optional parameters default to "" rather than None so that the OpenAPI spec does not
 # offer `null`, which a query string or a header cannot carry.
 TenantQuery = Annotated[str, Query(pattern=r"^[a-z][a-z0-9-]{0,30}$",
@@ -108,6 +111,10 @@ class NodeOut(Strict):
     vms: list[dict[str, Any]] | None = None
 
 
+class HealthReport(Strict):
+    results: Annotated[list[HealthResult], Field(min_length=1, max_length=1024)]
+
+
 class ErrorOut(Strict):
     """Every error: what is wrong, and the field it is about (dotted path into the request)."""
 
@@ -150,8 +157,8 @@ class ManagerService(Interface):
 
 @dataclass(frozen=True)
 class Caller:
-    role: Literal["admin", "tenant"]
-    tenant: str | None
+    role: Literal["admin", "tenant", "agent"]
+    tenant: str | None  # for an agent: the host it speaks for
     token: str
     op_id: str | None = None  # the request's Operation-Id header, if any
 
@@ -223,6 +230,9 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         for tenant in list(service.state.tenants.values()):
             if hmac.compare_digest(digest, tenant.token_sha256):
                 return Caller("tenant", tenant.name, creds.credentials, operation_id or None)
+        for host in list(service.state.inventory.hosts):
+            if host.agent_token_sha256 and hmac.compare_digest(digest, host.agent_token_sha256):
+                return Caller("agent", host.name, creds.credentials, operation_id or None)
         raise HTTPException(401, {"error": "unknown token"},
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -230,6 +240,17 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         if who.role != "admin":
             raise HTTPException(403, {"error": "this needs the admin token"})
         return who
+
+    def user(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role == "agent":
+            raise HTTPException(403, {"error": "a host agent token only reports health"})
+        return who
+
+    def agent_of(who: Caller, host: str) -> None:
+        if who.role != "agent" or who.tenant != host:
+            LOG.warning("refused: %s token speaking for host %r", who.role, host)
+            raise HTTPException(403, {"error": f"only host {host!r}'s agent token may do this",
+                                      "field": "name"})
 
     def tenant_of(who: Caller, tenant: str | None) -> str:
         """The tenant a request acts for: a tenant token's own, or the admin's choice."""
@@ -269,8 +290,9 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
             committed_at=op.proposed_at, programmed_at=programmed,
             affected_nodes=list(op.affected_nodes))
 
-    Who = Annotated[Caller, Depends(caller)]
+    Who = Annotated[Caller, Depends(user)]
     Admin = Annotated[Caller, Depends(admin)]
+    Any_ = Annotated[Caller, Depends(caller)]
 
     @app.get(f"{API}/cluster", response_model=ClusterOut, tags=["cluster"])
     def cluster(who: Who) -> dict[str, Any]:
@@ -318,6 +340,23 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     @app.get(f"{API}/hosts", response_model=list[NodeOut], tags=["inventory"])
     def hosts(who: Admin) -> list[NodeOut]:
         return nodes("hosts")
+
+    @app.get(f"{API}/hosts/{{name}}/checks", response_model=list[ProbeTarget], tags=["health"])
+    def checks(name: Name, who: Any_) -> list[ProbeTarget]:
+        """What host `name`'s agent must probe: each backend on its VMs, with its check."""
+        agent_of(who, name)
+        return probe_targets(service.state, name)
+
+    @app.post(f"{API}/hosts/{{name}}/health", response_model=OperationOut, tags=["health"])
+    def report_health(name: Name, body: HealthReport, who: Any_) -> OperationOut:
+        agent_of(who, name)
+        return write(who, {"op": "report_health", "host": name,
+                           "results": [r.model_dump(mode="json") for r in body.results]})
+
+    @app.get(f"{API}/health", response_model=list[str], tags=["health"])
+    def health(who: Admin) -> list[str]:
+        """The backends (ADDRESS:PORT) their host agents report down."""
+        return sorted(service.state.down)
 
     @app.get(f"{API}/vips", response_model=list[Vip], tags=["vips"])
     def list_vips(who: Who) -> list[Vip]:

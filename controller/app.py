@@ -108,8 +108,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 inventory = cluster.state.inventory
                 # only the leader programs switches: followers do not compile programs
                 services = cluster.state.services() if leading[0] else None
+                down = frozenset(cluster.state.down)
             elif leading[0] and self.programs_generation != generation:
                 inventory, services, moved = cluster.state.inventory, cluster.state.services(), True
+                down = frozenset(cluster.state.down)
         with self.lock:
             changed = moved
             if moved:
@@ -118,7 +120,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     self.targets = switch_targets(inventory)
                     self._adopt_known_switches()
                 if services is not None:
-                    self.programs = desired_programs(services, inventory)
+                    self.programs = desired_programs(services, inventory, down)
                     self.programs_generation = generation
                 self.generation = generation
             if leading != self.leading:

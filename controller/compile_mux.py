@@ -28,7 +28,7 @@ from ananta.controller.flows import (
     match,
     stable_id,
 )
-from ananta.controller.model import Endpoint, Inventory, Services, Vip
+from ananta.controller.model import Endpoint, Inventory, Services, Vip, backend_key
 from ananta.controller.pipeline import check_flows
 
 PRIO_ENDPOINT = 300
@@ -52,7 +52,10 @@ def hash_fields(protocol: str) -> tuple[str, ...]:
     return ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src", f"{protocol}_dst")
 
 
-def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory) -> Group:
+def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
+                   down: frozenset[str] = frozenset()) -> Group:
+    """The endpoint's select group: one bucket per backend that takes new connections and is
+    not reported down by its host agent."""
     host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
     buckets = tuple(
         Bucket(
@@ -65,7 +68,7 @@ def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory) -> Group:
             ),
         )
         for be in ep.backends
-        if be.takes_new_connections
+        if be.takes_new_connections and backend_key(be.address, be.port) not in down
     )
     return Group(group_id(vip, ep), tuple(sorted(buckets, key=lambda b: b.bucket_id)),
                  hash_fields(ep.protocol))
@@ -84,14 +87,15 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
-def compile_mux_int(services: Services, inv: Inventory) -> SwitchProgram:
+def compile_mux_int(services: Services, inv: Inventory,
+                    down: frozenset[str] = frozenset()) -> SwitchProgram:
     flows = {Flow(0, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop")}
     groups = set()
     for vip in services.vips:
         flows.add(Flow(0, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address), (),
                        FlowKind.VIP_NO_ENDPOINT, vip.address))
         for ep in vip.endpoints:
-            group = endpoint_group(vip, ep, inv)
+            group = endpoint_group(vip, ep, inv, down)
             groups.add(group)
             port_field = f"{ep.protocol}_dst"
             flows.add(Flow(

@@ -38,11 +38,12 @@ def switch_targets(inv: Inventory) -> dict[int, SwitchTarget]:
     return targets
 
 
-def desired_programs(services: Services, inv: Inventory) -> dict[int, SwitchProgram]:
-    """dpid -> program, for every switch of the inventory."""
+def desired_programs(services: Services, inv: Inventory,
+                     down: frozenset[str] = frozenset()) -> dict[int, SwitchProgram]:
+    """dpid -> program, for every switch of the inventory; `down`: backends reported down."""
     programs: dict[int, SwitchProgram] = {}
     mux_phy = compile_mux_phy(services)
-    mux_int = compile_mux_int(services, inv)
+    mux_int = compile_mux_int(services, inv, down)
     for mux in inv.muxes:
         programs[int(mux.datapath_ids.phy, 16)] = mux_phy
         programs[int(mux.datapath_ids.int, 16)] = mux_int

@@ -92,10 +92,34 @@ class Backend(StrictModel):
         return self.state == "active" and self.weight > 0
 
 
+class HealthCheck(StrictModel):
+    """How each host agent probes its local backends of an endpoint.
+
+    `tcp`: a TCP connect to the backend's port; `http`: GET `path`, expecting `expect_status`;
+    `none`: never probed, always healthy (e.g. UDP). A backend goes down after `fall`
+    failed probes in a row and comes back after `rise` good ones; with the defaults a dead
+    backend is out of every Mux within about 1.5 s. A probe's timeout is capped at the
+    interval.
+    """
+
+    type: Literal["tcp", "http", "none"] = "tcp"
+    path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=200)] = "/"
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    interval_ms: Annotated[int, Field(ge=100, le=60000)] = 500
+    timeout_ms: Annotated[int, Field(ge=50, le=60000)] = 300
+    rise: Annotated[int, Field(ge=1, le=10)] = 2
+    fall: Annotated[int, Field(ge=1, le=10)] = 2
+
+    @property
+    def timeout_s(self) -> float:
+        return min(self.timeout_ms, self.interval_ms) / 1000
+
+
 class Endpoint(StrictModel):
     protocol: Protocol
     port: Port
     backends: Annotated[list[Backend], Field(min_length=1, max_length=MAX_BACKENDS_PER_ENDPOINT)]
+    health_check: HealthCheck = HealthCheck()
 
 
 class Vip(StrictModel):
@@ -133,6 +157,8 @@ class HostNode(StrictModel):
     underlay_address: IPv4
     datapath_ids: BridgeIds
     vms: list[Vm] = []
+    # the host agent's bearer token, hashed: it may report the health of this host's VMs only
+    agent_token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class Inventory(StrictModel):
@@ -197,6 +223,11 @@ def inventory_index(inv: Inventory) -> InventoryIndex:
         known_dips=frozenset(vm.address for host in inv.hosts for vm in host.vms),
         node_addresses=frozenset([m.underlay_address for m in inv.muxes]
                                  + [h.underlay_address for h in inv.hosts]))
+
+
+def backend_key(address: str, port: int) -> str:
+    """How DIP health is keyed: a backend is an address and a port."""
+    return f"{address}:{port}"
 
 
 def endpoint_key(address: str, protocol: str, port: int) -> str:

@@ -21,12 +21,15 @@ from ananta.controller.model import (
     Backend,
     BackendState,
     Endpoint,
+    HealthCheck,
     Inventory,
+    IPv4,
     Name,
     Port,
     Protocol,
     Services,
     Vip,
+    backend_key,
     check_inventory,
     check_services,
     check_vip,
@@ -125,9 +128,23 @@ class RemoveBackend(StrictModel):
     address: str
 
 
+class HealthResult(StrictModel):
+    address: IPv4
+    port: Port
+    up: bool
+
+
+class ReportHealth(StrictModel):
+    """A host agent's report of health transitions of backends on its own VMs."""
+
+    op: Literal["report_health"] = "report_health"
+    host: Name
+    results: Annotated[list[HealthResult], Field(min_length=1, max_length=1024)]
+
+
 Command = Annotated[
     SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
-    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend,
+    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth,
     Field(discriminator="op"),
 ]
 
@@ -159,6 +176,7 @@ class ClusterState:
         self.tenants: dict[str, Tenant] = {}
         self.vips: dict[tuple[str, str], Vip] = {}
         self.operations: OrderedDict[str, Operation] = OrderedDict()
+        self.down: set[str] = set()  # backend_key of every backend its host agent reported down
         # derived, kept in step by apply_command so that a write costs O(its VIP), not O(all)
         self.endpoint_owner: dict[str, tuple[str, str]] = {}
         self.index = inventory_index(self.inventory)
@@ -174,10 +192,12 @@ class ClusterState:
             "vips": zlib.compress(_VIPS.dump_json(list(self.vips.values())), 1),
             "operations": zlib.compress(
                 _OPERATIONS.dump_json(list(self.operations.values())), 1),
+            "down": sorted(self.down),
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         self.generation = data["generation"]
+        self.down = set(data["down"])
         self.inventory = Inventory.model_validate_json(data["inventory"])
         self.index = inventory_index(self.inventory)
         self.tenants = {t.name: t for t in _TENANTS.validate_json(data["tenants"])}
@@ -226,7 +246,9 @@ def _trusted(cls: type[M], values: dict[str, Any]) -> M:
 
 def _construct_vip(d: dict[str, Any]) -> Vip:
     d["endpoints"] = [_trusted(Endpoint, {**e, "backends": [_trusted(Backend, b)
-                                                            for b in e["backends"]]})
+                                                            for b in e["backends"]],
+                                          "health_check": _trusted(HealthCheck,
+                                                                   e["health_check"])})
                       for e in d["endpoints"]]
     return _trusted(Vip, d)
 
@@ -309,6 +331,8 @@ def _changed_vip(state: ClusterState, cmd: Any) -> tuple[tuple[str, str], Vip | 
 def _target(cmd: Any) -> tuple[str | None, str]:
     if isinstance(cmd, SetInventory):
         return None, "inventory"
+    if isinstance(cmd, ReportHealth):
+        return None, f"health/{cmd.host}"
     if isinstance(cmd, PutTenant):
         return cmd.tenant.name, f"tenant/{cmd.tenant.name}"
     if isinstance(cmd, DeleteTenant):
@@ -345,6 +369,17 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         state.index = inventory_index(cmd.inventory)
     elif isinstance(cmd, PutTenant):
         state.tenants[cmd.tenant.name] = cmd.tenant
+    elif isinstance(cmd, ReportHealth):
+        host = next((h for h in state.inventory.hosts if h.name == cmd.host), None)
+        if host is None:
+            raise CommandError(404, f"no host {cmd.host!r}", "host")
+        own = {vm.address for vm in host.vms}
+        for i, r in enumerate(cmd.results):
+            if r.address not in own:
+                raise CommandError(403, f"{r.address} is not a VM of host {cmd.host!r}",
+                                   f"results.{i}.address")
+        for r in cmd.results:
+            (state.down.discard if r.up else state.down.add)(backend_key(r.address, r.port))
     elif isinstance(cmd, DeleteTenant):
         if cmd.name not in state.tenants:
             raise CommandError(404, f"no tenant {cmd.name!r}", "name")
@@ -394,6 +429,8 @@ def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
     affected = _affected_nodes(state, before, after) if vip_key else ()
     if isinstance(cmd, SetInventory):
         affected = tuple(n.name for n in (*state.inventory.muxes, *state.inventory.hosts))
+    elif isinstance(cmd, ReportHealth):  # the Muxes' choice of backends changes
+        affected = tuple(m.name for m in state.inventory.muxes)
     state.generation += 1
     state.operations[envelope.op_id] = Operation(
         op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,
