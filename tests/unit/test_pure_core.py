@@ -21,6 +21,7 @@ PURE_MODULES = [
     "controller/pipeline.py", "controller/compile_mux.py", "controller/compile_host.py",
     "controller/desired.py", "controller/reconcile.py", "controller/state.py",
     "controller/ledger.py", "ananta/apply_plan.py", "ananta/ofctl_dump.py",
+    "controller/health.py", "hostagent/probe.py",
     "bgp/commands.py", "mux/config.py", "mux/programmed.py", "hostagent/config.py",
     "topologies/spec.py", "topologies/configs.py", "topologies/netns.py",
     "topologies/daemons.py",
