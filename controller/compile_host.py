@@ -30,6 +30,7 @@ from ananta.controller.flows import (
     ETH_TYPE_IP,
     IP_PROTO,
     PORT_IN_PORT,
+    PORT_LOCAL,
     PORT_NORMAL,
     Ct,
     Flow,
@@ -49,7 +50,9 @@ from ananta.controller.model import HostNode, Services, Vm
 from ananta.controller.pipeline import check_flows
 
 PRIO_SERVICE = 300
+PRIO_PROBE = 250
 PRIO_VM = 200
+PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
 PRIO_DEFAULT = 0
 PRIO_LEARNED = 10
 
@@ -84,6 +87,25 @@ def arp_responder(vm: Vm) -> Flow:
     )
 
 
+def probe_flows(vm: Vm) -> set[Flow]:
+    """The host agent probes a VM from the gateway address on br-int's LOCAL port: ARP both
+    ways, the probe through conntrack, and back only what conntrack says is a reply (a VM
+    cannot open connections to the hypervisor)."""
+    owner = f"probe:{vm.name}"
+    return {
+        Flow(0, PRIO_PROBE, match(in_port=PORT_LOCAL, eth_type=ETH_TYPE_ARP, arp_tpa=vm.address),
+             (Output(vm.ofport),), FlowKind.PROBE, owner),
+        Flow(0, PRIO_PROBE, match(in_port=PORT_LOCAL, eth_type=ETH_TYPE_IP, ipv4_dst=vm.address),
+             (Ct(zone=PROBE_ZONE, commit=True), Output(vm.ofport)), FlowKind.PROBE, owner),
+        Flow(0, PRIO_PROBE, match(in_port=vm.ofport, eth_type=ETH_TYPE_ARP, arp_op=ARP_REPLY,
+                                  arp_tpa=vm.gateway),
+             (Output(PORT_LOCAL),), FlowKind.PROBE, owner),
+        Flow(0, PRIO_PROBE, match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ipv4_src=vm.address,
+                                  ipv4_dst=vm.gateway),
+             (Ct(zone=PROBE_ZONE, table=2),), FlowKind.PROBE, owner),
+    }
+
+
 def compile_host_int(services: Services, host: HostNode) -> SwitchProgram:
     vms = {vm.address: vm for vm in host.vms}
     flows = {
@@ -93,8 +115,15 @@ def compile_host_int(services: Services, host: HostNode) -> SwitchProgram:
              match(ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV),
                    eth_type=ETH_TYPE_IP),
              (Output(INT_PATCH_OFPORT),), FlowKind.REPLY, "dsr"),
+        Flow(2, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(2, PRIO_VM,
+             match(ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV),
+                   eth_type=ETH_TYPE_IP),
+             (Output(PORT_LOCAL),), FlowKind.PROBE, "probe-reply"),
     }
     flows |= {arp_responder(vm) for vm in host.vms}
+    for vm in host.vms:
+        flows |= probe_flows(vm)
     for vip in services.vips:
         for ep in vip.endpoints:
             proto = IP_PROTO[ep.protocol]

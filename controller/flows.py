@@ -45,6 +45,7 @@ class FlowKind(enum.IntEnum):
     REPLY = 6  # host br-int: from the VM, reverse NAT, DSR to the router
     ARP = 7  # host br-int: answer the VM's ARP for its gateway
     ROUTER_MAC = 8  # host br-phy: learn the router's MAC, send DSR replies to it
+    PROBE = 9  # host br-int: the host agent's health probes to its VMs, and their replies
 
 
 Match = tuple[tuple[str, Any], ...]

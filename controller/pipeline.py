@@ -44,9 +44,13 @@ HOST_INT = (
        "in_port tunnel_id eth_type ip_proto ipv4_dst ipv4_src tcp_dst tcp_src udp_dst udp_src "
        "arp_op arp_spa arp_tpa",
        "from GRE with key = DIP: conntrack DNAT VIP:port -> DIP:port, deliver to the VM; from a "
-       "VM: ARP responder for its gateway, replies through conntrack (reverse NAT) to table 1"),
+       "VM: ARP responder for its gateway, replies through conntrack (reverse NAT) to table 1; "
+       "between the host (LOCAL, the VM gateway addresses) and its VMs: health probes"),
     _t(1, "reply", "ct_state eth_type",
        "established replies (now VIP:port -> client) leave by the patch port to br-phy (DSR)"),
+    _t(2, "probe_reply", "ct_state eth_type",
+       "a VM's packets to its gateway address reach the host (LOCAL) only as replies to the "
+       "host agent's health probes"),
 )
 
 PIPELINES = {

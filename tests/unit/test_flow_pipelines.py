@@ -174,3 +174,23 @@ def test_two_vips_on_one_dip_share_the_reply_flow() -> None:
         assert out[0][1]["ipv4_dst"] == vm.address
         back = int_.receive(tcp(vm.address, CLIENT, 8080, sport), vm.ofport)
         assert back[0][1]["ipv4_src"] == vip
+
+
+def test_host_agent_probes_its_vms_and_vms_cannot_reach_the_host() -> None:
+    from ananta.controller.flows import PORT_LOCAL
+
+    host = default_inventory().hosts[0]
+    vm = host.vms[0]
+    int_, _ = host_switches(0)
+    probe = tcp(vm.gateway, vm.address, 41000, 8080, eth_src=GATEWAY_MAC, eth_dst=vm.mac)
+    assert [p for p, _ in int_.receive(probe, PORT_LOCAL)] == [vm.ofport]
+    answer = tcp(vm.address, vm.gateway, 8080, 41000, eth_src=vm.mac, eth_dst=GATEWAY_MAC)
+    assert [p for p, _ in int_.receive(answer, vm.ofport)] == [PORT_LOCAL]
+    # a connection the VM opens towards the hypervisor's address goes nowhere
+    opened = tcp(vm.address, vm.gateway, 5555, 22, eth_src=vm.mac, eth_dst=GATEWAY_MAC)
+    assert int_.receive(opened, vm.ofport) == []
+    # ARP between the host and the VM
+    who_has = {"eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": vm.address}
+    assert [p for p, _ in int_.receive(who_has, PORT_LOCAL)] == [vm.ofport]
+    is_at = {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "arp_tpa": vm.gateway}
+    assert [p for p, _ in int_.receive(is_at, vm.ofport)] == [PORT_LOCAL]
