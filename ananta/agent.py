@@ -64,13 +64,16 @@ def load_or_report(loader: Callable[[str], C], args: argparse.Namespace) -> C | 
 
 
 def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
-                   after_each_check: Callable[[], None]) -> int:
-    """Converge the bridges, then re-check every INTERVAL s (an OVS restart loses them)."""
+                   after_each_check: Callable[[], None],
+                   extra: Sequence[Sequence[str]] = ()) -> int:
+    """Converge the bridges (then run `extra`), and re-check every CHECK_INTERVAL s: an OVS
+    restart loses them."""
     converged = False
     while True:
         try:
             if not converged or not bridges_present(config):
                 converge(config, vms)
+                run_all(extra, env=ovs_env(config))
                 converged = True
                 LOG.info("%s: bridges converged (%d VM ports)", config.name, len(vms))
         except CommandFailed as exc:

@@ -114,6 +114,10 @@ def _api(args: argparse.Namespace) -> int:
         st = client.call("GET", "/api/v1/cluster")
         _show(args, st, "\n".join(f"{k:14} {v}" for k, v in st.items()))
         return 0
+    if cmd == "health":
+        down = client.call("GET", "/api/v1/health")
+        _show(args, down, "\n".join(down) if down else "no backend is reported down")
+        return 0
     if cmd == "tenant":
         if args.tenant_cmd == "list":
             names = client.call("GET", "/api/v1/tenants")
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="return once committed, not once every switch is programmed")
 
     sub.add_parser("cluster", parents=[api], help="Raft status of the replica answering")
+    sub.add_parser("health", parents=[api], help="(admin) backends their host agents report down")
     tenant = sub.add_parser("tenant", help="tenants (admin)")
     tsub = tenant.add_subparsers(dest="tenant_cmd", required=True)
     tsub.add_parser("list", parents=[api])

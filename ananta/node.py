@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field
 from ananta.bridges import (
     BR_INT,
     BR_PHY,
+    GATEWAY_MAC,
     GRE_PORT,
     INT_GRE_OFPORT,
     INT_PATCH_OFPORT,
@@ -118,6 +119,21 @@ def ovs_bootstrap_args(node: NodeConfig, vms: Sequence[VmPort] = ()) -> list[str
         cmd("--may-exist", "add-port", BR_INT, vm.interface)
         cmd("set", "interface", vm.interface, f"ofport_request={vm.ofport}")
     return ["ovs-vsctl", "--timeout=10", *args]
+
+
+def probe_port_commands(addresses: Sequence[str]) -> list[list[str]]:
+    """br-int's LOCAL port as the VMs' gateway, for the host agent's health probes: the
+    gateway MAC (the ARP responder's), the gateway addresses, checksums done in software."""
+    if not addresses:
+        return []
+    cmds = [
+        ["ovs-vsctl", "--timeout=10", "set", "bridge", BR_INT,
+         f"other_config:hwaddr={GATEWAY_MAC}"],
+        ["ip", "link", "set", BR_INT, "up"],
+        ["ethtool", "-K", BR_INT, "tx", "off"],
+    ]
+    cmds += [["ip", "addr", "replace", a, "dev", BR_INT] for a in addresses]
+    return cmds
 
 
 def host_network_commands(node: NodeConfig, vms: Sequence[VmPort] = ()) -> list[list[str]]:

@@ -13,6 +13,8 @@ import sys
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.hostagent.config import HostAgentConfig, load_hostagent_config
+from ananta.hostagent.monitor import HealthMonitor
+from ananta.node import probe_port_commands
 from ananta.shell import run
 
 
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(config, int):
         return config
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config))
+    if config.manager_api and not args.once:
+        with open(config.agent_token_file or "", encoding="utf-8") as fh:
+            token = fh.readline().strip()
+        HealthMonitor(config.name, config.manager_api, token).start()
+
+    return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config),
+                          extra=probe_port_commands(config.probe_addresses))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ def _vms_of(plan: LabPlan, hv: Node) -> list[Node]:
     return [n for n in plan.nodes.values() if n.role == "vm" and n.hypervisor == hv.name]
 
 
-def inventory(plan: LabPlan) -> Inventory:
+def inventory(plan: LabPlan, agent_tokens_sha256: dict[str, str] | None = None) -> Inventory:
+    """The Manager's inventory of the lab; `agent_tokens_sha256`: host -> its agent's token
+    hash (hosts without one cannot report health)."""
+    tokens = agent_tokens_sha256 or {}
     muxes = [
         MuxNode(name=m.name, underlay_address=_underlay(plan, m),
                 datapath_ids=BridgeIds(int=dpid("mux", m.index, "int"),
@@ -51,7 +54,7 @@ def inventory(plan: LabPlan) -> Inventory:
         hosts.append(HostNode(name=hv.name, underlay_address=_underlay(plan, hv),
                               datapath_ids=BridgeIds(int=dpid("hypervisor", hv.index, "int"),
                                                      phy=dpid("hypervisor", hv.index, "phy")),
-                              vms=vms))
+                              vms=vms, agent_token_sha256=tokens.get(hv.name)))
     return Inventory(vip_pool=[plan.spec.vip_pool], muxes=muxes, hosts=hosts)
 
 
@@ -59,8 +62,8 @@ def secret_path(run_dir: str, name: str) -> str:
     return os.path.join(run_dir, "secrets", name)
 
 
-def manager_config(plan: LabPlan, manager: Node, run_dir: str,
-                   admin_token_sha256: str) -> dict[str, Any]:
+def manager_config(plan: LabPlan, manager: Node, run_dir: str, admin_token_sha256: str,
+                   agent_tokens_sha256: dict[str, str] | None = None) -> dict[str, Any]:
     replicas = [{"name": m.name, "raft": f"{m.address_of('mgmt0')}:{RAFT_PORT}",
                  "api": f"{m.address_of('mgmt0')}:{API_PORT}"} for m in plan.by_role("manager")]
     return {
@@ -70,7 +73,7 @@ def manager_config(plan: LabPlan, manager: Node, run_dir: str,
         "admin_token_sha256": admin_token_sha256,
         "data_dir": os.path.join(node_dir(run_dir, manager), "data"),
         "openflow": {"listen_address": manager.address_of("mgmt0"), "port": OPENFLOW_PORT},
-        "inventory": inventory(plan).model_dump(mode="json"),
+        "inventory": inventory(plan, agent_tokens_sha256).model_dump(mode="json"),
     }
 
 
@@ -115,10 +118,15 @@ def mux_config(plan: LabPlan, mux: Node, run_dir: str) -> dict[str, Any]:
 
 
 def hostagent_config(plan: LabPlan, hv: Node, run_dir: str) -> dict[str, Any]:
+    vms = _vms_of(plan, hv)
+    gateways = sorted({f"{vm.gateway}/24" for vm in vms if vm.gateway})
     return {
         **_node_common(plan, hv, run_dir),
         "vms": [{"name": vm.name, "interface": vm.name, "ofport": FIRST_VM_OFPORT + k}
-                for k, vm in enumerate(_vms_of(plan, hv))],
+                for k, vm in enumerate(vms)],
+        "probe_addresses": gateways,
+        "manager_api": [api_url(m) for m in plan.by_role("manager")],
+        "agent_token_file": secret_path(run_dir, f"agent-{hv.name}.token"),
     }
 
 

@@ -116,12 +116,14 @@ def _write(path: str, text: str, owner: str | None = None) -> None:
         shutil.chown(path, owner, owner)
 
 
-def write_secrets() -> dict[str, str]:
+def write_secrets(plan: LabPlan) -> dict[str, str]:
     """A fresh Raft password and bearer tokens for this lab, readable by root only."""
     secrets_dir = os.path.join(RUN_DIR, "secrets")
     os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
     values = {}
-    for name in ("raft.password", "admin.token", "demo.token"):
+    names = ["raft.password", "admin.token", "demo.token"]
+    names += [f"agent-{hv.name}.token" for hv in plan.by_role("hypervisor")]
+    for name in names:
         value = secrets.token_urlsafe(32)
         path = os.path.join(secrets_dir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -131,13 +133,18 @@ def write_secrets() -> dict[str, str]:
     return values
 
 
-def write_configs(plan: LabPlan, admin_token: str) -> None:
+def write_configs(plan: LabPlan, secret: dict[str, str]) -> None:
     for node in plan.nodes.values():
         os.makedirs(configs.node_dir(RUN_DIR, node), exist_ok=True)
-    admin_sha = hashlib.sha256(admin_token.encode()).hexdigest()
+
+    def sha(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()
+
+    admin_sha = sha(secret["admin.token"])
+    agents = {hv.name: sha(secret[f"agent-{hv.name}.token"]) for hv in plan.by_role("hypervisor")}
     for manager in plan.by_role("manager"):
         _write(os.path.join(configs.node_dir(RUN_DIR, manager), "manager.yaml"), yaml.safe_dump(
-            configs.manager_config(plan, manager, RUN_DIR, admin_sha), sort_keys=False))
+            configs.manager_config(plan, manager, RUN_DIR, admin_sha, agents), sort_keys=False))
     _write(os.path.join(RUN_DIR, "cli.yaml"),
            yaml.safe_dump(configs.cli_config(plan, RUN_DIR), sort_keys=False))
     for mux in plan.by_role("mux"):
@@ -188,8 +195,8 @@ def up(spec_path: str | None, services_path: str | None, timeout: float = 90,
         t0 = time.monotonic()
         for argv in build_commands(plan):
             run(argv)
-        secret = write_secrets()
-        write_configs(plan, secret["admin.token"])
+        secret = write_secrets(plan)
+        write_configs(plan, secret)
         _write(os.path.join(RUN_DIR, STATE_FILE),
                json.dumps({"spec": spec.model_dump(mode="json")}, indent=1))
         say(f"namespaces and links: {len(plan.nodes)} nodes, {len(plan.links)} links "
@@ -301,10 +308,15 @@ def switch_state(plan: LabPlan, node: str, bridge: str) -> tuple[set[int], Group
     return {c for c in cookies_in_flow_dump(flows) if is_ours(c)}, groups_in_dump(groups)
 
 
+def cluster_down(plan: LabPlan) -> frozenset[str]:
+    """The backends (ADDRESS:PORT) the cluster has as down: its switches leave them out."""
+    return frozenset(json.loads(api(plan, "health", "--json")))
+
+
 def switch_problems(plan: LabPlan, services: Services) -> list[str]:
     """Every switch holds exactly its desired flows (by cookie) and groups (buckets, weights)."""
     inv = configs.inventory(plan)
-    programs = desired_programs(services, inv)
+    programs = desired_programs(services, inv, cluster_down(plan))
     problems = []
     for dpid, target in switch_targets(inv).items():
         state = switch_state(plan, target.node, f"br-{target.bridge}")

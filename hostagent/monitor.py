@@ -1,0 +1,137 @@
+"""The host agent's health monitor (imperative shell): probe local backends, report changes.
+
+Every 2 s it asks the Manager which backends of its VMs to probe, and how (GET
+/api/v1/hosts/NAME/checks); it probes each at its interval (TCP connect or HTTP GET, from
+the gateway address on br-int), runs each result through the pure state machine
+(hostagent/probe.py), and reports every settled opinion that differs from the cluster's
+(POST /api/v1/hosts/NAME/health): at once on a change, and again on the next poll if a
+report was lost or the agent restarted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ananta.hostagent.probe import ProbeState, step
+
+LOG = logging.getLogger("ananta.hostagent.health")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+POLL_INTERVAL = 2.0
+
+
+@dataclass
+class Target:
+    address: str
+    port: int
+    check: dict[str, Any]
+    cluster_down: bool
+    state: ProbeState = field(default_factory=ProbeState)
+    due: float = 0.0
+    running: Future[bool] | None = None
+
+
+def probe(address: str, port: int, check: dict[str, Any]) -> bool:
+    timeout = min(check["timeout_ms"], check["interval_ms"]) / 1000
+    try:
+        if check["type"] == "http":
+            conn = http.client.HTTPConnection(address, port, timeout=timeout)
+            try:
+                conn.request("GET", check["path"], headers={"Connection": "close",
+                                                            "User-Agent": "ananta-hostagent"})
+                return conn.getresponse().status == check["expect_status"]
+            finally:
+                conn.close()
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class HealthMonitor:
+    def __init__(self, host: str, api_urls: list[str], token: str):
+        self.host, self.urls = host, list(api_urls)
+        self.http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
+        self.targets: dict[str, Target] = {}
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe")
+        self.next_poll = 0.0
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="health-monitor", daemon=True).start()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        for url in list(self.urls):
+            try:
+                r = self.http.request(method, url + path, json=body)
+            except httpx.HTTPError:
+                continue
+            self.urls.remove(url)
+            self.urls.insert(0, url)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {r.status_code} {r.text[:200]}")
+            return r.json()
+        raise RuntimeError("no Manager API replica answers")
+
+    def poll_targets(self, now: float) -> None:
+        wanted = self.call("GET", f"/api/v1/hosts/{self.host}/checks")
+        keys = set()
+        for t in wanted:
+            key = f"{t['address']}:{t['port']}"
+            keys.add(key)
+            old = self.targets.get(key)
+            if old is None:
+                self.targets[key] = Target(t["address"], t["port"], t["check"], t["down"],
+                                           due=now)
+            else:
+                old.check, old.cluster_down = t["check"], t["down"]
+        for key in set(self.targets) - keys:
+            del self.targets[key]
+
+    def report(self) -> None:
+        """Report every settled opinion the cluster does not share."""
+        results = [{"address": t.address, "port": t.port, "up": bool(t.state.settled)}
+                   for t in self.targets.values()
+                   if t.state.settled is not None and t.state.settled == t.cluster_down]
+        if not results:
+            return
+        self.call("POST", f"/api/v1/hosts/{self.host}/health", {"results": results})
+        for t in self.targets.values():
+            if t.state.settled is not None:
+                t.cluster_down = not t.state.settled
+        LOG.info("reported %s", ", ".join(
+            f"{r['address']}:{r['port']} {'up' if r['up'] else 'DOWN'}" for r in results))
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_poll:
+            self.next_poll = now + POLL_INTERVAL
+            self.poll_targets(now)
+        changed = False
+        for t in self.targets.values():
+            if t.running is not None and t.running.done():
+                before = t.state.settled
+                t.state = step(t.state, t.running.result(), t.check["rise"], t.check["fall"])
+                t.running = None
+                changed |= t.state.settled != before
+            if t.running is None and now >= t.due:
+                t.due = now + t.check["interval_ms"] / 1000
+                t.running = self.pool.submit(probe, t.address, t.port, t.check)
+        if changed or any(t.state.settled is not None and t.state.settled == t.cluster_down
+                          for t in self.targets.values()):
+            self.report()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.tick(time.monotonic())
+            except Exception as exc:  # keep monitoring; the Manager may be electing
+                LOG.warning("health monitor: %s", exc)
+                time.sleep(0.5)
+            time.sleep(0.02)

@@ -1,0 +1,66 @@
+"""DIP health in the lab: a dead backend leaves every Mux within 2 s and comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ananta.controller.compile_mux import bucket_id
+from ananta.topologies import configs, lab
+from ananta.topologies.checks import serve_check
+from ananta.topologies.daemons import daemons
+
+VIP, DIP = "203.0.113.10", "10.2.0.12"  # vm4, on hv2
+
+
+@pytest.fixture(scope="module")
+def running_lab() -> Iterator[None]:
+    lab.down(say=lambda _: None)
+    try:
+        lab.up(None, None, timeout=120, say=print)
+        yield
+    finally:
+        lab.down(say=print)
+
+
+def in_every_mux(plan: lab.LabPlan) -> bool | None:
+    """Is DIP's bucket in both Muxes' groups? (None: the Muxes disagree)"""
+    seen = set()
+    for mux in ("mux1", "mux2"):
+        state = lab.switch_state(plan, mux, "br-int")
+        assert state is not None
+        buckets = {b for group in state[1].values() for b, _ in group}
+        seen.add(bucket_id(DIP) in buckets)
+    return seen.pop() if len(seen) == 1 else None
+
+
+def test_a_dead_backend_is_removed_within_2s_and_restored(running_lab: None) -> None:
+    plan, _ = lab.load_plan()
+    assert in_every_mux(plan) is True
+    with open(f"{configs.node_dir(lab.RUN_DIR, 'vm4')}/http-server.pid") as fh:
+        os.kill(int(fh.read()), signal.SIGKILL)
+    killed = time.monotonic()
+    while in_every_mux(plan) is not False:
+        assert time.monotonic() - killed < 10, lab.log_tails(10)
+        time.sleep(0.02)
+    removed_after = time.monotonic() - killed
+    print(f"vm4 out of every Mux {removed_after:.2f} s after its server died")
+    assert removed_after <= 2.0
+    report = serve_check(VIP, count=60)
+    assert report.failures == [] and "vm4" not in report.served_by, report.served_by
+
+    server = next(d for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable),
+                                     sys.executable) if d.node == "vm4")
+    lab.start_daemon(plan, server)
+    restarted = time.monotonic()
+    while in_every_mux(plan) is not True:
+        assert time.monotonic() - restarted < 10, lab.log_tails(10)
+        time.sleep(0.05)
+    print(f"vm4 back in every Mux {time.monotonic() - restarted:.2f} s after its restart")
+    report = serve_check(VIP, count=80)
+    assert report.failures == [] and report.served_by.get("vm4", 0) > 0, report.served_by
