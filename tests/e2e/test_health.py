@@ -6,9 +6,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from ananta.controller.compile_mux import bucket_id
 from ananta.topologies import configs, lab
@@ -16,16 +13,6 @@ from ananta.topologies.checks import serve_check
 from ananta.topologies.daemons import daemons
 
 VIP, DIP = "203.0.113.10", "10.2.0.12"  # vm4, on hv2
-
-
-@pytest.fixture(scope="module")
-def running_lab() -> Iterator[None]:
-    lab.down(say=lambda _: None)
-    try:
-        lab.up(None, None, timeout=120, say=print)
-        yield
-    finally:
-        lab.down(say=print)
 
 
 def in_every_mux(plan: lab.LabPlan) -> bool | None:

@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
 import yaml
 
 from ananta.topologies import lab
@@ -42,16 +40,6 @@ def diagnostics(plan: lab.LabPlan) -> str:
         with open(path, errors="replace") as fh:
             out.append(f"--- {path}\n" + "".join(fh.readlines()[-25:]))
     return "\n".join(out)
-
-
-@pytest.fixture(scope="module")
-def running_lab() -> Iterator[None]:
-    lab.down(say=lambda _: None)
-    try:
-        lab.up(None, None, timeout=120, say=print)
-        yield
-    finally:
-        lab.down(say=print)
 
 
 def test_vip_served_by_all_backends_through_both_muxes_with_dsr(running_lab: None) -> None:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from ananta.topologies import configs, lab
 from ananta.topologies.checks import serve_check
+from ananta.topologies.daemons import daemons
 
 API_VIP = "203.0.113.20"
-
-
-@pytest.fixture(scope="module")
-def running_lab() -> Iterator[None]:
-    lab.down(say=lambda _: None)
-    try:
-        lab.up(None, None, timeout=120, say=print)
-        yield
-    finally:
-        lab.down(say=print)
 
 
 def api(*args: str) -> dict:  # type: ignore[type-arg]
@@ -92,8 +81,6 @@ def test_leader_killed_during_traffic(running_lab: None) -> None:
     t.start()
     time.sleep(0.3)
     killed_at = time.monotonic()
-    import os
-
     os.kill(manager_pid(plan, leader), signal.SIGKILL)
     # the next write succeeds (through any replica still up), once a new leader is elected
     deadline = time.monotonic() + 10
@@ -111,6 +98,9 @@ def test_leader_killed_during_traffic(running_lab: None) -> None:
     assert write_after < 5.0, write_after
     new = api("cluster")
     assert new["leader"] != leader_raft and new["term"] > status["term"]
+    # the killed replica comes back (the lab's other tests want all three)
+    lab.start_daemon(plan, next(d for d in daemons(plan, lab.RUN_DIR, os.path.dirname(
+        sys.executable), sys.executable) if d.node == leader and d.name == "ananta-manager"))
     new_ip = new["leader"].split(":")[0]
     # OVSDB publishes controller status every few seconds: wait for it to show the new master
     deadline = time.monotonic() + 15
