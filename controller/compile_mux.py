@@ -2,11 +2,14 @@
 
 br-phy: VIP traffic from the uplink -> br-int; everything else NORMAL (BGP, ARP, and the
         GRE packets OVS emits through this bridge after encapsulation).
-br-int: each VIP endpoint -> a select group (OpenFlow 1.5, selection_method=hash over the
-        5-tuple), one bucket per backend taking new connections, bucket_id = a stable id of
-        the DIP and weight = its weight; the bucket sets tun_dst = the DIP's host and
-        tun_id = the DIP and outputs to the GRE port. Any other packet to a VIP is dropped by
-        a per-VIP flow whose counters say how many.
+br-int: a VIP endpoint's packet first looks for its connection's entry (table 1, learned);
+        a new connection goes to the endpoint's select group (table 2; OpenFlow 1.5,
+        selection_method=hash over the 5-tuple), one bucket per backend taking new
+        connections, bucket_id = a stable id of the DIP and weight = its weight. The bucket
+        sets tun_dst = the DIP's host and tun_id = the DIP, and table 3 learns the
+        connection's entry (so later packets keep that DIP whatever happens to the backend
+        set) and outputs to the GRE port. Any other packet to a VIP is dropped by a per-VIP
+        flow whose counters say how many.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from ananta.controller.flows import (
     FlowKind,
     Group,
     GroupAction,
+    Learn,
+    LearnLoad,
     Output,
+    Resubmit,
     SetField,
     SwitchProgram,
     ip_int,
+    learned_cookie,
     match,
     stable_id,
 )
@@ -33,7 +40,13 @@ from ananta.controller.pipeline import check_flows
 
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200
+PRIO_CONNECTION = 100
 PRIO_DEFAULT = 0
+
+T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN = 0, 1, 2, 3
+CONNECTION_IDLE_S = 60  # an idle connection's entry expires (its next packet is hashed again)
+CONNECTION_FIN_IDLE_S = 5  # ... sooner once it saw a FIN or RST
+PORT_REG = "reg2"  # carries the GRE port number into the learned entry's output
 
 
 def endpoint_key(vip: Vip, ep: Endpoint) -> str:
@@ -64,7 +77,7 @@ def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
             actions=(
                 SetField("tun_ipv4_dst", host_of[be.address]),
                 SetField("tunnel_id", ip_int(be.address)),
-                Output(INT_GRE_OFPORT),
+                Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
             ),
         )
         for be in ep.backends
@@ -87,23 +100,55 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
+def pin_connection(protocol: str) -> Flow:
+    """Table 3: remember this connection's DIP (from the bucket's tunnel fields) in table 1."""
+    learn = Learn(
+        table=T_CONNECTIONS, priority=PRIO_CONNECTION,
+        cookie=learned_cookie(FlowKind.CONNECTION),
+        match_values=(("eth_type", ETH_TYPE_IP, 16), ("ip_proto", IP_PROTO[protocol], 8)),
+        match_fields=(("ipv4_src", 32), ("ipv4_dst", 32),
+                      (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
+        loads=(LearnLoad("tunnel_id", "tunnel_id", 64),
+               LearnLoad("tun_ipv4_dst", "tun_ipv4_dst", 32)),
+        output_from=PORT_REG, idle_timeout=CONNECTION_IDLE_S,
+        fin_idle_timeout=CONNECTION_FIN_IDLE_S)
+    return Flow(T_PIN, PRIO_ENDPOINT,
+                match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[protocol]),
+                (SetField(PORT_REG, INT_GRE_OFPORT), learn, Output(INT_GRE_OFPORT)),
+                FlowKind.CONNECTION, f"pin-{protocol}")
+
+
 def compile_mux_int(services: Services, inv: Inventory,
                     down: frozenset[str] = frozenset()) -> SwitchProgram:
-    flows = {Flow(0, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop")}
+    flows = {
+        Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (Resubmit(T_SELECT),), FlowKind.DEFAULT,
+             "new-connection"),
+        Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        pin_connection("tcp"),
+        pin_connection("udp"),
+    }
     groups = set()
     for vip in services.vips:
-        flows.add(Flow(0, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address), (),
-                       FlowKind.VIP_NO_ENDPOINT, vip.address))
+        flows.add(Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
+                       (), FlowKind.VIP_NO_ENDPOINT, vip.address))
         for ep in vip.endpoints:
             group = endpoint_group(vip, ep, inv, down)
             groups.add(group)
             port_field = f"{ep.protocol}_dst"
             flows.add(Flow(
-                0, PRIO_ENDPOINT,
+                T_CLASSIFY, PRIO_ENDPOINT,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
                       **{port_field: ep.port}),
-                (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
+                (Resubmit(T_CONNECTIONS),), FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
+            flows.add(Flow(
+                T_SELECT, PRIO_ENDPOINT,
+                match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[ep.protocol],
+                      ipv4_dst=vip.address, **{port_field: ep.port}),
+                (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT,
+                f"select:{endpoint_key(vip, ep)}"))
     program = SwitchProgram(frozenset(flows), frozenset(groups))
     check_flows("mux", "int", program.flows)
     return program

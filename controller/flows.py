@@ -46,6 +46,7 @@ class FlowKind(enum.IntEnum):
     ARP = 7  # host br-int: answer the VM's ARP for its gateway
     ROUTER_MAC = 8  # host br-phy: learn the router's MAC, send DSR replies to it
     PROBE = 9  # host br-int: the host agent's health probes to its VMs, and their replies
+    CONNECTION = 10  # mux br-int: per-connection entries pinning a connection to its DIP
 
 
 Match = tuple[tuple[str, Any], ...]
@@ -104,7 +105,10 @@ class LearnLoad:
 
 @dataclass(frozen=True)
 class Learn:
-    """Add (or refresh) a flow in `table` whose actions are loads then output to `output_from`."""
+    """Add (or refresh) a flow in `table` matching `match_values` (name, value, bits; OVS wants
+    prerequisites such as eth_type and ip_proto as immediate values) and the current values
+    of `match_fields` (name, bits), whose actions are the loads, then output to the port in
+    `output_from`."""
 
     table: int
     priority: int
@@ -112,6 +116,9 @@ class Learn:
     loads: tuple[LearnLoad, ...]
     output_from: str | None = None
     idle_timeout: int = 0
+    match_fields: tuple[tuple[str, int], ...] = ()
+    fin_idle_timeout: int = 0
+    match_values: tuple[tuple[str, int, int], ...] = ()
 
 
 Action = Output | SetField | GroupAction | Ct | Resubmit | Learn

@@ -90,6 +90,12 @@ def _action(action: Action) -> list[Any]:
             alg=0, actions=nat_actions)]
     if isinstance(action, Learn):
         specs: list[Any] = [
+            parser.NXFlowSpecMatch(src=value, dst=(name, 0), n_bits=bits)
+            for name, value, bits in action.match_values
+        ] + [
+            parser.NXFlowSpecMatch(src=(name, 0), dst=(name, 0), n_bits=bits)
+            for name, bits in action.match_fields
+        ] + [
             parser.NXFlowSpecLoad(src=(load.src, 0), dst=(load.dst, 0), n_bits=load.n_bits)
             for load in action.loads
         ]
@@ -97,7 +103,8 @@ def _action(action: Action) -> list[Any]:
             specs.append(parser.NXFlowSpecOutput(src=(action.output_from, 0), n_bits=32))
         return [parser.NXActionLearn(
             table_id=action.table, specs=specs, priority=action.priority,
-            cookie=action.cookie, idle_timeout=action.idle_timeout)]
+            cookie=action.cookie, idle_timeout=action.idle_timeout,
+            fin_idle_timeout=action.fin_idle_timeout)]
     raise TypeError(f"unknown action {action!r}")
 
 

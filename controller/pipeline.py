@@ -30,8 +30,15 @@ MUX_PHY = (
 )
 MUX_INT = (
     _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst",
-       "VIP endpoint -> its consistent-hash select group (GRE to the DIP's host, key = DIP); "
-       "a VIP port with no endpoint is dropped and counted"),
+       "a VIP endpoint's packets go on to table 1; a VIP port with no endpoint is dropped "
+       "and counted"),
+    _t(1, "connections", "",
+       "learned: one entry per connection (5-tuple) -> its DIP's tunnel; a miss goes to 2"),
+    _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
+       "a new connection: the endpoint's consistent-hash select group; the bucket sets "
+       "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),
+    _t(3, "pin", "eth_type ip_proto",
+       "learn the connection's entry in table 1, then out of the GRE port"),
 )
 HOST_PHY = (
     _t(0, "ingress", "in_port eth_type",

@@ -154,8 +154,11 @@ class Switch:
                 actions: list[Any] = [SetField(ld.dst, pkt[ld.src]) for ld in act.loads]
                 if act.output_from:
                     actions.append(Output(pkt[act.output_from]))
-                flow = Flow(act.table, act.priority, (), tuple(actions), FlowKind.ROUTER_MAC,
-                            "learned")
+                learned_match = tuple(sorted(
+                    [(name, pkt[name]) for name, _ in act.match_fields]
+                    + [(name, value) for name, value, _ in act.match_values]))
+                flow = Flow(act.table, act.priority, learned_match, tuple(actions),
+                            FlowKind.CONNECTION, "learned")
                 self.learned = [f for f in self.learned if f.key != flow.key] + [flow]
             else:
                 raise AssertionError(f"interpreter does not know {act!r} (action {i})")

@@ -194,3 +194,27 @@ def test_host_agent_probes_its_vms_and_vms_cannot_reach_the_host() -> None:
     assert [p for p, _ in int_.receive(who_has, PORT_LOCAL)] == [vm.ofport]
     is_at = {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "arp_tpa": vm.gateway}
     assert [p for p, _ in int_.receive(is_at, vm.ofport)] == [PORT_LOCAL]
+
+
+def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
+    inv = default_inventory()
+    phy, int_ = mux_pair(demo_services())
+    first: dict[int, int] = {}
+    for sport in range(30000, 30200):
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
+        first[sport] = int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"]
+    assert len(int_.learned) == 200  # one entry per connection
+    # drain the DIP that took the first connection: new connections avoid it, live ones stay
+    drained = next(be for be in demo_services().vips[0].endpoints[0].backends
+                   if ip_int(be.address) == first[30000])
+    data = yaml.safe_load(demo_services_text())
+    for be in data["vips"][0]["endpoints"][0]["backends"]:
+        if be["address"] == drained.address:
+            be["state"] = "draining"
+    int_.program = compile_mux_int(parse_yaml_text(Services, yaml.safe_dump(data), "t"), inv)
+    for sport, dip in first.items():  # established: same DIP as before, for every one
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
+        assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] == dip
+    for sport in range(40000, 40100):  # new: never the drained DIP
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
+        assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != first[30000]
