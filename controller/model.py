@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from ananta.config import ConfigError, InvalidConfig, StrictModel, join_path
+from ananta.config import ConfigError, StrictModel, join_path
 
 MAX_BACKENDS_PER_ENDPOINT = 256
 MAX_WEIGHT = 1000
@@ -278,10 +278,3 @@ def check_services(services: Services, inv: Inventory, prefix: str = "") -> list
     errors += _duplicates(names)
     errors += _duplicates(endpoints)
     return errors
-
-
-def validated_services(services: Services, inv: Inventory, source: str) -> Services:
-    errors = check_services(services, inv)
-    if errors:
-        raise InvalidConfig(source, errors)
-    return services
