@@ -20,6 +20,11 @@ def _sysctl(node: Node, *settings: str) -> list[str]:
     return ["ip", "netns", "exec", node.namespace, "sysctl", "-qw", *settings]
 
 
+def router_seed(node: Node) -> int:
+    """A distinct, stable ECMP hash seed per router."""
+    return 1 + sum(ord(c) * 31 ** i for i, c in enumerate(node.name)) % 0xFFFFFFF
+
+
 def build_commands(plan: LabPlan) -> list[list[str]]:
     cmds: list[list[str]] = [["ip", "netns", "add", n.namespace] for n in plan.nodes.values()]
     for n in plan.nodes.values():
@@ -42,8 +47,14 @@ def build_commands(plan: LabPlan) -> list[list[str]]:
             cmds.append(_sysctl(node, "net.ipv6.conf.all.disable_ipv6=1",
                                 "net.ipv6.conf.default.disable_ipv6=1"))
         if node.role == "router":
+            # ECMP on the 5-tuple (policy 3, fields 0x37: addresses, protocol, ports), with a
+            # seed of each router's own. Policy 1 would reuse the hash the client's socket put
+            # on the packet at every hop, so every router would make the same choice and,
+            # with next hops listed in a different order, all flows could land on one Mux.
             cmds.append(_sysctl(node, "net.ipv4.ip_forward=1",
-                                "net.ipv4.fib_multipath_hash_policy=1",
+                                "net.ipv4.fib_multipath_hash_policy=3",
+                                "net.ipv4.fib_multipath_hash_fields=0x0037",
+                                f"net.ipv4.fib_multipath_hash_seed={router_seed(node)}",
                                 "net.ipv4.conf.all.rp_filter=0",
                                 "net.ipv4.conf.default.rp_filter=0"))
         for iface in node.interfaces:
