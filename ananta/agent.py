@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +77,7 @@ def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
                 run_all(extra, env=ovs_env(config))
                 converged = True
                 LOG.info("%s: bridges converged (%d VM ports)", config.name, len(vms))
-        except CommandFailed as exc:
+        except (CommandFailed, subprocess.TimeoutExpired, OSError) as exc:
             converged = False
             LOG.error("bootstrap failed, retrying: %s", exc)
         if converged:
