@@ -36,14 +36,16 @@ def bridges_present(config: NodeConfig) -> bool:
     return {BR_INT, BR_PHY} <= set(out.split())
 
 
-def agent_arguments(prog: str, description: str | None,
-                    argv: list[str] | None) -> argparse.Namespace:
-    """The command line every node agent shares; also sets up logging."""
+def agent_arguments(prog: str, description: str | None, argv: list[str] | None,
+                    once: bool = True) -> argparse.Namespace:
+    """The command line every daemon shares (--config, --check-config, --log-level, and for
+    the node agents --once); also sets up logging."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--config", required=True)
     ap.add_argument("--check-config", action="store_true",
                     help="validate the config file, then exit")
-    ap.add_argument("--once", action="store_true", help="bootstrap the bridges, then exit")
+    if once:
+        ap.add_argument("--once", action="store_true", help="bootstrap the bridges, then exit")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level,

@@ -7,13 +7,12 @@ this replica is the Raft leader.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import sys
 import threading
 
-from ananta.config import InvalidConfig
+from ananta.agent import agent_arguments, load_or_report
 from ananta.controller.config import ManagerConfig, load_manager_config, read_password
 from ananta.controller.service import ReplicaService
 
@@ -31,23 +30,16 @@ def serve_api(config: ManagerConfig, service: ReplicaService) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ananta-manager", description=__doc__)
-    ap.add_argument("--config", required=True, help="the Manager's YAML config")
-    ap.add_argument("--check-config", action="store_true",
-                    help="validate the config (and read the Raft password), then exit")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_manager_config(args.config)
-        password = read_password(config.raft_password_file)
-    except InvalidConfig as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.check_config:
-        print("config OK")
-        return 0
+    args = agent_arguments("ananta-manager", __doc__, argv, once=False)
+
+    def load(path: str) -> tuple[ManagerConfig, str]:  # the config, and the Raft password
+        config = load_manager_config(path)
+        return config, read_password(config.raft_password_file)
+
+    loaded = load_or_report(load, args)
+    if isinstance(loaded, int):
+        return loaded
+    config, password = loaded
 
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager

@@ -56,21 +56,14 @@ def daemons(plan: LabPlan, run_dir: str, bindir: str, python: str) -> list[Daemo
             "ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/ovs-vswitchd.pid",
             f"--log-file={d}/ovs-vswitchd.log", "--detach", "--no-chdir"), env, detaches=True,
             setup=(("ovs-vsctl", f"--db=unix:{d}/db.sock", "--no-wait", "init"),)))
-    for manager in plan.by_role("manager"):
-        m = node_dir(run_dir, manager)
-        out.append(Daemon(manager.name, "ananta-manager", (
-            os.path.join(bindir, "ananta-manager"), "--config", f"{m}/manager.yaml"),
-            log=f"{m}/ananta-manager.log"))
-    for n in plan.by_role("mux"):
-        d = node_dir(run_dir, n)
-        out.append(Daemon(n.name, "ananta-mux", (
-            os.path.join(bindir, "ananta-mux"), "--config", f"{d}/mux.yaml"),
-            log=f"{d}/ananta-mux.log"))
-    for n in plan.by_role("hypervisor"):
-        d = node_dir(run_dir, n)
-        out.append(Daemon(n.name, "ananta-hostagent", (
-            os.path.join(bindir, "ananta-hostagent"), "--config", f"{d}/hostagent.yaml"),
-            log=f"{d}/ananta-hostagent.log"))
+    for role, program, config in (("manager", "ananta-manager", "manager.yaml"),
+                                  ("mux", "ananta-mux", "mux.yaml"),
+                                  ("hypervisor", "ananta-hostagent", "hostagent.yaml")):
+        for n in plan.by_role(role):
+            d = node_dir(run_dir, n)
+            out.append(Daemon(n.name, program, (
+                os.path.join(bindir, program), "--config", f"{d}/{config}"),
+                log=f"{d}/{program}.log"))
     for vm in plan.by_role("vm"):
         d = node_dir(run_dir, vm)
         out.append(Daemon(vm.name, "http-server", (
