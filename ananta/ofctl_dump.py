@@ -12,7 +12,7 @@ from ananta.controller.flows import SwitchProgram
 
 _COOKIE = re.compile(r"^\s*cookie=(0x[0-9a-f]+)")
 _GROUP = re.compile(r"group_id=(\d+)")
-_BUCKET = re.compile(r"bucket_id:(\d+),weight:(\d+)")
+_BUCKET = re.compile(r"bucket_id:(\d+)(?:,weight:(\d+))?")  # OVS omits weight 1
 
 GroupSummary = dict[int, frozenset[tuple[int, int]]]
 
@@ -27,7 +27,7 @@ def groups_in_dump(text: str) -> GroupSummary:
     for line in text.splitlines():
         m = _GROUP.search(line)
         if m:
-            buckets = frozenset((int(b), int(w)) for b, w in _BUCKET.findall(line))
+            buckets = frozenset((int(b), int(w or 1)) for b, w in _BUCKET.findall(line))
             groups[int(m.group(1))] = buckets
     return groups
 

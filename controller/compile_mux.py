@@ -4,8 +4,8 @@ br-phy: VIP traffic from the uplink -> br-int; everything else NORMAL (BGP, ARP,
         GRE packets OVS emits through this bridge after encapsulation).
 br-int: a VIP endpoint's packet first looks for its connection's entry (table 1, learned);
         a new connection goes to the endpoint's select group (table 2; OpenFlow 1.5,
-        selection_method=hash over the 5-tuple), one bucket per backend taking new
-        connections, bucket_id = a stable id of the DIP and weight = its weight. The bucket
+        selection_method=hash over the 5-tuple: rendezvous hashing), where each backend taking
+        new connections has buckets in proportion to its weight (hashing.py). A bucket
         sets tun_dst = the DIP's host and tun_id = the DIP, and table 3 learns the
         connection's entry (so later packets keep that DIP whatever happens to the backend
         set) and outputs to the GRE port. Any other packet to a VIP is dropped by a per-VIP
@@ -13,6 +13,8 @@ br-int: a VIP endpoint's packet first looks for its connection's entry (table 1,
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from ananta.bridges import INT_GRE_OFPORT, INT_PATCH_OFPORT, PHY_PATCH_OFPORT, PHY_UPLINK_OFPORT
 from ananta.controller.flows import (
@@ -34,6 +36,14 @@ from ananta.controller.flows import (
     learned_cookie,
     match,
     stable_id,
+)
+from ananta.controller.hashing import (
+    BucketSpec,
+    best_bucket,
+    bucket_counts,
+    packet_values,
+    selection_basis,
+    unit_bucket_ids,
 )
 from ananta.controller.model import Endpoint, Inventory, Services, Vip, backend_key
 from ananta.controller.pipeline import check_flows
@@ -58,6 +68,7 @@ def group_id(vip: Vip, ep: Endpoint) -> int:
 
 
 def bucket_id(dip: str) -> int:
+    """The id of a DIP's first bucket (its only one when weights are equal)."""
     return stable_id(f"dip:{dip}")
 
 
@@ -67,24 +78,35 @@ def hash_fields(protocol: str) -> tuple[str, ...]:
 
 def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
                    down: frozenset[str] = frozenset()) -> Group:
-    """The endpoint's select group: one bucket per backend that takes new connections and is
-    not reported down by its host agent."""
+    """The endpoint's select group over the backends that take new connections and are not
+    reported down by their host agent: each backend gets buckets in proportion to its weight
+    (all of weight 1, see hashing.py), each bucket sending to that backend."""
     host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
+    weights = {be.address: be.weight for be in ep.backends
+               if be.takes_new_connections and backend_key(be.address, be.port) not in down}
+    ids = unit_bucket_ids(bucket_counts(weights), stable_id)
     buckets = tuple(
-        Bucket(
-            bucket_id=bucket_id(be.address),
-            weight=be.weight,
-            actions=(
-                SetField("tun_ipv4_dst", host_of[be.address]),
-                SetField("tunnel_id", ip_int(be.address)),
-                Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
-            ),
-        )
-        for be in ep.backends
-        if be.takes_new_connections and backend_key(be.address, be.port) not in down
-    )
+        Bucket(bucket_id=bid, weight=1, actions=(
+            SetField("tun_ipv4_dst", host_of[dip]),
+            SetField("tunnel_id", ip_int(dip)),
+            Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
+        ))
+        for dip, dip_ids in ids.items() for bid in dip_ids)
     return Group(group_id(vip, ep), tuple(sorted(buckets, key=lambda b: b.bucket_id)),
                  hash_fields(ep.protocol))
+
+
+def chosen_dip(group: Group, src: str, dst: str, protocol: str, sport: int,
+               dport: int) -> str | None:
+    """The DIP a Mux sends a new connection to: OVS's choice, computed (the oracle)."""
+    basis = selection_basis(packet_values(src, dst, protocol, sport, dport), group.hash_fields)
+    bid = best_bucket(tuple(BucketSpec(b.bucket_id, b.weight) for b in group.buckets), basis)
+    for b in group.buckets:
+        if b.bucket_id == bid:
+            tunnel = next(a for a in b.actions
+                          if isinstance(a, SetField) and a.field == "tunnel_id")
+            return str(ipaddress.IPv4Address(tunnel.value))
+    return None
 
 
 def compile_mux_phy(services: Services) -> SwitchProgram:

@@ -8,7 +8,6 @@ the compilers: tests ask "where does this packet go and how does it look there?"
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,9 @@ from ananta.controller.flows import (
     Resubmit,
     SetField,
     SwitchProgram,
+    ip_int,
 )
+from ananta.controller.hashing import BucketSpec, best_bucket, selection_basis
 
 Packet = dict[str, Any]
 NORMAL = "NORMAL"
@@ -114,17 +115,15 @@ class Switch:
                 return  # table miss (no flow) drops
 
     def _group(self, group: Group, pkt: Packet) -> Any:
-        if not group.buckets:
+        """OVS's choice, from the pure model of its hash (checked against ofproto/trace)."""
+        values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
+                  for f in group.hash_fields}
+        chosen = best_bucket(tuple(BucketSpec(b.bucket_id, b.weight) for b in group.buckets),
+                             selection_basis(values, group.hash_fields))
+        if chosen is None:
             return None
-        key = "|".join(str(pkt.get(f)) for f in group.hash_fields)
-
-        def score(bucket: Any) -> float:
-            h = int.from_bytes(hashlib.sha256(f"{key}/{bucket.bucket_id}".encode()).digest()[:8])
-            return bucket.weight * (h / 2**64)
-
-        chosen = max(group.buckets, key=score)
-        self.picks[chosen.bucket_id] = self.picks.get(chosen.bucket_id, 0) + 1
-        return chosen
+        self.picks[chosen] = self.picks.get(chosen, 0) + 1
+        return next(b for b in group.buckets if b.bucket_id == chosen)
 
     def _actions(self, actions: tuple[Any, ...], pkt: Packet, out: list[tuple[Any, Packet]],
                  depth: int) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from ananta.controller.compile_mux import bucket_id
+from ananta.controller.compile_mux import bucket_id, chosen_dip, endpoint_group
 from ananta.controller.flows import ip_int
 from tests.ovs.rig import HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
 
@@ -34,7 +37,7 @@ def test_switches_hold_exactly_the_desired_flows(rig: Rig) -> None:
     assert "selection_method=hash" in groups
     assert "fields(ip_src,ip_dst,nw_proto,tcp_src,tcp_dst)" in groups
     for ip in VM_IPS:
-        assert f"bucket_id:{bucket_id(ip)},weight:100" in groups
+        assert f"bucket_id:{bucket_id(ip)}," in groups
 
 
 def test_mux_encapsulates_to_the_dips_host_with_key_dip(rig: Rig) -> None:
@@ -46,6 +49,37 @@ def test_mux_encapsulates_to_the_dips_host_with_key_dip(rig: Rig) -> None:
         assert m, out
         keys.add(int(m.group(1), 16))
     assert keys == {ip_int(ip) for ip in VM_IPS}
+
+
+def traced_dip(rig: Rig, src: str, sport: int) -> str:
+    out = rig.trace(MUX_NS, "br-phy", f"in_port=1,tcp,nw_src={src},nw_dst=203.0.113.10,"
+                    f"tp_src={sport},tp_dst=80")
+    m = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", out)
+    assert m, out
+    return str(ipaddress.IPv4Address(int(m.group(1), 16)))
+
+
+@pytest.mark.parametrize("weights", [(100, 100), (100, 300)])
+def test_the_oracle_predicts_the_dip_ovs_picks(rig: Rig, weights: tuple[int, int]) -> None:
+    """For 150 new connections, the pure model of OVS's hash names the DIP that
+    `ofproto/trace` shows the Manager-programmed Mux choosing."""
+    data = services()
+    for be, w in zip(data["vips"][0]["endpoints"][0]["backends"], weights, strict=True):
+        be["weight"] = w
+    assert rig.write_services(data).returncode == 0
+    rig.wait_programmed()
+    vip = rig.services().vips[0]
+    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
+    rnd = random.Random(sum(weights))
+    seen: Counter[str] = Counter()
+    for _ in range(150):
+        src, sport = f"198.51.{rnd.randrange(256)}.{rnd.randrange(1, 255)}", rnd.randrange(65536)
+        dip = traced_dip(rig, src, sport)
+        assert dip == chosen_dip(group, src, "203.0.113.10", "tcp", sport, 80), (src, sport)
+        seen[dip] += 1
+    assert set(seen) == set(VM_IPS)
+    assert rig.write_services(services()).returncode == 0
+    rig.wait_programmed()
 
 
 def test_mux_drops_a_vip_port_without_endpoint(rig: Rig) -> None:
