@@ -2,14 +2,16 @@
 
 br-phy: VIP traffic from the uplink -> br-int; everything else NORMAL (BGP, ARP, and the
         GRE packets OVS emits through this bridge after encapsulation).
-br-int: a VIP endpoint's packet first looks for its connection's entry (table 1, learned);
-        a new connection goes to the endpoint's select group (table 2; OpenFlow 1.5,
-        selection_method=hash over the 5-tuple: rendezvous hashing), where each backend taking
-        new connections has buckets in proportion to its weight (hashing.py). A bucket
-        sets tun_dst = the DIP's host and tun_id = the DIP, and table 3 learns the
-        connection's entry (so later packets keep that DIP whatever happens to the backend
-        set) and outputs to the GRE port. Any other packet to a VIP is dropped by a per-VIP
-        flow whose counters say how many.
+br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, learned),
+        then table 4 forwards it. A new connection goes to the endpoint's select group
+        (table 2; OpenFlow 1.5, selection_method=hash over the 5-tuple: rendezvous hashing),
+        where each backend taking new connections has buckets in proportion to its weight
+        (hashing.py). A bucket sets tun_dst = the DIP's host and tun_id = the DIP, and
+        table 3 learns the connection's untrusted entry and outputs to the GRE port. A known
+        connection's packet goes out with the tunnel fields its entry loaded, so it keeps its
+        DIP whatever happens to the backend set; its first non-SYN packet makes the entry
+        trusted (longer idle timeout). Any other packet to a VIP is dropped by a per-VIP flow
+        whose counters say how many.
 """
 
 from __future__ import annotations
@@ -50,13 +52,26 @@ from ananta.controller.pipeline import check_flows
 
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200
-PRIO_CONNECTION = 100
+PRIO_TRUSTED = 110
+PRIO_UNTRUSTED = 100
 PRIO_DEFAULT = 0
 
-T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN = 0, 1, 2, 3
-CONNECTION_IDLE_S = 60  # an idle connection's entry expires (its next packet is hashed again)
-CONNECTION_FIN_IDLE_S = 5  # ... sooner once it saw a FIN or RST
-PORT_REG = "reg2"  # carries the GRE port number into the learned entry's output
+T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD = 0, 1, 2, 3, 4
+# Connection entries (table 1). The first packet of a connection (for TCP, usually a SYN)
+# creates an untrusted entry that lives UNTRUSTED_IDLE_S without traffic; the connection's
+# next packet that is not a SYN (the handshake's ACK; any second datagram for UDP) confirms
+# it as a trusted entry with the longer idle timeout. A SYN flood thus leaves only entries
+# that expire in seconds. An entry that saw a FIN or RST expires FIN_IDLE_S after its last
+# packet. An expired entry's next packet is hashed again (same DIP unless the set changed).
+UNTRUSTED_IDLE_S = 10
+TRUSTED_IDLE_S = 300
+FIN_IDLE_S = 5
+TRUST_REG = "reg3"  # set by a connection entry: 0 none, 1 untrusted, 2 trusted
+UNTRUSTED, TRUSTED = 1, 2
+TCP_SYN = 0x002
+_CONNECTION_FIELDS = (("ipv4_src", 32), ("ipv4_dst", 32))
+_TUNNEL_LOADS = (LearnLoad("tunnel_id", "tunnel_id", 64),
+                 LearnLoad("tun_ipv4_dst", "tun_ipv4_dst", 32))
 
 
 def endpoint_key(vip: Vip, ep: Endpoint) -> str:
@@ -122,34 +137,49 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
-def pin_connection(protocol: str) -> Flow:
-    """Table 3: remember this connection's DIP (from the bucket's tunnel fields) in table 1."""
-    learn = Learn(
-        table=T_CONNECTIONS, priority=PRIO_CONNECTION,
+def remember_connection(protocol: str, trust: int) -> Learn:
+    """A learn() of this packet's connection entry in table 1: its 5-tuple -> the tunnel
+    fields it is being sent with (its DIP), and the trust level."""
+    untrusted = trust == UNTRUSTED
+    return Learn(
+        table=T_CONNECTIONS, priority=PRIO_UNTRUSTED if untrusted else PRIO_TRUSTED,
         cookie=learned_cookie(FlowKind.CONNECTION),
         match_values=(("eth_type", ETH_TYPE_IP, 16), ("ip_proto", IP_PROTO[protocol], 8)),
-        match_fields=(("ipv4_src", 32), ("ipv4_dst", 32),
-                      (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
-        loads=(LearnLoad("tunnel_id", "tunnel_id", 64),
-               LearnLoad("tun_ipv4_dst", "tun_ipv4_dst", 32)),
-        output_from=PORT_REG, idle_timeout=CONNECTION_IDLE_S,
-        fin_idle_timeout=CONNECTION_FIN_IDLE_S)
-    return Flow(T_PIN, PRIO_ENDPOINT,
-                match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[protocol]),
-                (SetField(PORT_REG, INT_GRE_OFPORT), learn, Output(INT_GRE_OFPORT)),
-                FlowKind.CONNECTION, f"pin-{protocol}")
+        match_fields=(*_CONNECTION_FIELDS, (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
+        loads=_TUNNEL_LOADS, load_values=((TRUST_REG, trust, 32),),
+        idle_timeout=UNTRUSTED_IDLE_S if untrusted else TRUSTED_IDLE_S,
+        fin_idle_timeout=FIN_IDLE_S)
+
+
+def connection_flows(protocol: str) -> set[Flow]:
+    """Tables 3 and 4 for one protocol: pin a new connection (untrusted); forward a known
+    one, confirming it (trusted) on its first packet that is not a SYN."""
+    ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol]}
+    out = Output(INT_GRE_OFPORT)
+    confirm = match(**ip, **{TRUST_REG: UNTRUSTED},
+                    **({"tcp_flags": (0, TCP_SYN)} if protocol == "tcp" else {}))
+    return {
+        Flow(T_PIN, PRIO_ENDPOINT, match(**ip),
+             (remember_connection(protocol, UNTRUSTED), out), FlowKind.CONNECTION,
+             f"pin-{protocol}"),
+        Flow(T_FORWARD, PRIO_TRUSTED, confirm, (remember_connection(protocol, TRUSTED), out),
+             FlowKind.CONNECTION, f"confirm-{protocol}"),
+    }
 
 
 def compile_mux_int(services: Services, inv: Inventory,
                     down: frozenset[str] = frozenset()) -> SwitchProgram:
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (Resubmit(T_SELECT),), FlowKind.DEFAULT,
-             "new-connection"),
+        Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-entry"),
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        pin_connection("tcp"),
-        pin_connection("udp"),
+        Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),
+             FlowKind.DEFAULT, "new-connection"),
+        Flow(T_FORWARD, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
+             "known-connection"),
+        *connection_flows("tcp"),
+        *connection_flows("udp"),
     }
     groups = set()
     for vip in services.vips:
@@ -164,7 +194,8 @@ def compile_mux_int(services: Services, inv: Inventory,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
                       **{port_field: ep.port}),
-                (Resubmit(T_CONNECTIONS),), FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
+                (Resubmit(T_CONNECTIONS), Resubmit(T_FORWARD)), FlowKind.VIP_ENDPOINT,
+                endpoint_key(vip, ep)))
             flows.add(Flow(
                 T_SELECT, PRIO_ENDPOINT,
                 match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[ep.protocol],

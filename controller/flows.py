@@ -119,6 +119,7 @@ class Learn:
     match_fields: tuple[tuple[str, int], ...] = ()
     fin_idle_timeout: int = 0
     match_values: tuple[tuple[str, int, int], ...] = ()
+    load_values: tuple[tuple[str, int, int], ...] = ()  # (dst, value, bits): immediate loads
 
 
 Action = Output | SetField | GroupAction | Ct | Resubmit | Learn

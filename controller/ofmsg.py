@@ -98,6 +98,9 @@ def _action(action: Action) -> list[Any]:
         ] + [
             parser.NXFlowSpecLoad(src=(load.src, 0), dst=(load.dst, 0), n_bits=load.n_bits)
             for load in action.loads
+        ] + [
+            parser.NXFlowSpecLoad(src=value, dst=(name, 0), n_bits=bits)
+            for name, value, bits in action.load_values
         ]
         if action.output_from:
             specs.append(parser.NXFlowSpecOutput(src=(action.output_from, 0), n_bits=32))

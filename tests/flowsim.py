@@ -38,9 +38,12 @@ NORMAL = "NORMAL"
 
 def _matches(flow: Flow, pkt: Packet) -> bool:
     for name, want in flow.match:
-        if name not in pkt:
+        if name.startswith("reg") or name == "tcp_flags":
+            have = pkt.get(name, 0)  # registers start at 0; a packet without flags has 0
+        elif name not in pkt:
             return False
-        have = pkt[name]
+        else:
+            have = pkt[name]
         if isinstance(want, tuple):
             value, mask = want
             if have & mask != value & mask:
@@ -142,8 +145,8 @@ class Switch:
                 bucket = self._group(group, pkt)
                 if bucket is not None:
                     self._actions(bucket.actions, dict(pkt), out, depth)
-            elif isinstance(act, Resubmit):
-                self._table(act.table, dict(pkt), out, depth + 1)
+            elif isinstance(act, Resubmit):  # the same packet: what the table sets stays set
+                self._table(act.table, pkt, out, depth + 1)
             elif isinstance(act, Ct):
                 self.conntrack.process(pkt, act)
                 if act.table is not None:
@@ -151,6 +154,7 @@ class Switch:
                     return
             elif isinstance(act, Learn):
                 actions: list[Any] = [SetField(ld.dst, pkt[ld.src]) for ld in act.loads]
+                actions += [SetField(name, value) for name, value, _ in act.load_values]
                 if act.output_from:
                     actions.append(Output(pkt[act.output_from]))
                 learned_match = tuple(sorted(

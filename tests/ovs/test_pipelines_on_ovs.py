@@ -115,3 +115,29 @@ def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) ->
     assert rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int") == flows_before
     assert rig.write_services(services()).returncode == 0
     rig.wait_programmed()
+
+
+def test_a_syn_learns_an_untrusted_entry_and_its_ack_a_trusted_one(rig: Rig) -> None:
+    """Real packets generated into the Mux (`ofproto/trace -generate` runs learn())."""
+    def send(flags: str) -> None:
+        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
+                "in_port=1,tcp,nw_src=198.51.100.77,nw_dst=203.0.113.10,tp_src=45000,"
+                f"tp_dst=80,tcp_flags={flags}")
+
+    def entries() -> list[str]:
+        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+                       "table=1,tcp,nw_src=198.51.100.77")
+        return sorted(line for line in dump.splitlines() if "tp_src=45000" in line)
+
+    send("0x002")
+    (untrusted,) = entries()
+    assert "idle_timeout=10," in untrusted and "priority=100," in untrusted, untrusted
+    assert "set_field:0x1->reg3" in untrusted and "fin_timeout(idle_timeout=5)" in untrusted
+    send("0x002")
+    assert len(entries()) == 1
+    send("0x010")
+    trusted = [e for e in entries() if "priority=110," in e]
+    assert len(trusted) == 1 and "idle_timeout=300," in trusted[0], entries()
+    assert "set_field:0x2->reg3" in trusted[0]
+    tunnel = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", untrusted)
+    assert tunnel and tunnel.group(1) in trusted[0]  # the same DIP

@@ -15,7 +15,16 @@ from ananta.bridges import (
 )
 from ananta.config import parse_yaml_text
 from ananta.controller.compile_host import compile_host_int, compile_host_phy
-from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
+from ananta.controller.compile_mux import (
+    PRIO_TRUSTED,
+    PRIO_UNTRUSTED,
+    TCP_SYN,
+    TRUST_REG,
+    TRUSTED,
+    UNTRUSTED,
+    compile_mux_int,
+    compile_mux_phy,
+)
 from ananta.controller.desired import desired_programs
 from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
 from ananta.controller.model import Services
@@ -218,3 +227,32 @@ def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
     for sport in range(40000, 40100):  # new: never the drained DIP
         out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
         assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != first[30000]
+
+
+def test_a_syn_makes_an_untrusted_entry_and_the_handshake_ack_a_trusted_one() -> None:
+    phy, int_ = mux_pair(demo_services())
+
+    def send(sport: int, flags: int) -> int:
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80, tcp_flags=flags), PHY_UPLINK_OFPORT)
+        (port, pkt), = int_.receive(out[0][1], INT_PATCH_OFPORT)
+        assert port == INT_GRE_OFPORT
+        return int(pkt["tunnel_id"])
+
+    def entries(sport: int) -> list[tuple[int, int]]:
+        """(priority, trust) of the connection's entries."""
+        return sorted((f.priority, next(a.value for a in f.actions if a.field == TRUST_REG))
+                      for f in int_.learned if ("tcp_src", sport) in f.match)
+
+    dip = send(50000, TCP_SYN)
+    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
+    assert send(50000, TCP_SYN) == dip  # a retransmitted SYN confirms nothing
+    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
+    assert send(50000, 0x010) == dip  # the handshake's ACK
+    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED), (PRIO_TRUSTED, TRUSTED)]
+    assert send(50000, 0x018) == dip
+    assert len(entries(50000)) == 2
+    # SYNs alone (a flood) only ever make untrusted entries
+    for sport in range(51000, 51050):
+        send(sport, TCP_SYN)
+    assert {p for f in int_.learned for p in [f.priority]
+            if f.match and dict(f.match).get("tcp_src", 0) >= 51000} == {PRIO_UNTRUSTED}
