@@ -15,7 +15,7 @@ import sys
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
-from ananta.mux.config import MuxConfig, load_mux_config
+from ananta.mux.config import MuxConfig, connection_table_commands, load_mux_config
 
 LOG = logging.getLogger("ananta.mux")
 
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return keep_converged(config, (), args.once, keep_speaker_running)
+    return keep_converged(config, (), args.once, keep_speaker_running,
+                          connection_table_commands(config))
 
 
 if __name__ == "__main__":

@@ -141,3 +141,36 @@ def test_a_syn_learns_an_untrusted_entry_and_its_ack_a_trusted_one(rig: Rig) -> 
     assert "set_field:0x2->reg3" in trusted[0]
     tunnel = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", untrusted)
     assert tunnel and tunnel.group(1) in trusted[0]  # the same DIP
+
+
+def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) -> None:
+    """The Mux's connection table holds 200 entries here. VIP .10 has 30 confirmed
+    connections (60 entries); 300 SYNs to VIP .11 overflow the table, and OVS evicts only
+    .11's entries (the VIP with the most)."""
+    data = services()
+    data["vips"].append({**services(vip="203.0.113.11")["vips"][0], "name": "flooded"})
+    assert rig.write_services(data).returncode == 0
+    rig.wait_programmed()
+
+    def packet(vip: str, sport: int, flags: int) -> None:
+        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
+                f"in_port=1,tcp,nw_src=198.51.100.9,nw_dst={vip},tp_src={sport},tp_dst=80,"
+                f"tcp_flags={flags:#x}")
+
+    def entries(vip: str) -> int:
+        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+                       f"table=1,tcp,nw_dst={vip}")
+        return sum(1 for line in dump.splitlines() if "tp_src=" in line)
+
+    try:
+        for sport in range(20000, 20030):
+            packet("203.0.113.10", sport, 0x002)
+            packet("203.0.113.10", sport, 0x010)
+        assert entries("203.0.113.10") == 60
+        for sport in range(30000, 30300):
+            packet("203.0.113.11", sport, 0x002)
+        assert entries("203.0.113.10") == 60
+        assert 0 < entries("203.0.113.11") <= 200 - 60
+    finally:
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()
