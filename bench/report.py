@@ -66,6 +66,12 @@ def section(doc: dict) -> str:  # type: ignore[type-arg]
             "REST write -> programmed on every affected switch (ms)", 75,
             "Ananta median (75 ms)")
         lines += ["", f"![config latency CDF]({img})"]
+    if doc["benchmark"] == "hashing":
+        lines += ["", "Left: evenness of new connections over N equal-weight backends (the Mux's "
+                  "exact choice for sampled 5-tuples, beside an ideal uniform assignment of the "
+                  "same sample and Maglev's table). Right: share of new-connection choices that "
+                  "move when one of N backends is removed.", "",
+                  "![hashing evenness and disruption](img/hashing.png)"]
     return "\n".join(lines) + "\n"
 
 
