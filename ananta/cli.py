@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from typing import Any
 
 from ananta.config import InvalidConfig
 
@@ -87,6 +89,39 @@ def _op_line(op: dict[str, object]) -> str:
     return line
 
 
+def _mux(args: argparse.Namespace, client: Any) -> int:
+    def muxes() -> list[dict[str, Any]]:
+        return list(client.call("GET", "/api/v1/muxes"))
+
+    if args.mux_cmd == "list":
+        rows = muxes()
+        _show(args, rows, "\n".join(
+            f"{m['name']:10} {m['underlay_address']:15} "
+            f"{'draining' if m.get('draining') else 'in service':11} "
+            f"{'drained' if m.get('drained') else ''}" for m in rows))
+        return 0
+    if args.mux_cmd == "undrain":
+        op = client.call("DELETE", f"/api/v1/muxes/{args.name}/drain")
+        _show(args, op, _op_line(op))
+        return 0
+    op = client.call("POST", f"/api/v1/muxes/{args.name}/drain")
+    if args.wait:
+        client.wait_programmed(op["op_id"])
+        deadline = time.monotonic() + args.timeout
+        while True:
+            mine = next(m for m in muxes() if m["name"] == args.name)
+            if mine.get("drained"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args.name}: routers still send to it after "
+                                   f"{args.timeout:.0f} s (is BGP withdrawing?)")
+            time.sleep(0.5)
+        op = {**op, "drained": True}
+    _show(args, op, f"{args.name} drained: no VIP traffic reaches it" if op.get("drained")
+          else _op_line(op))
+    return 0
+
+
 def _api(args: argparse.Namespace) -> int:
     from ananta.apply_plan import ipvsadm_table, plan_apply
     from ananta.client import Client, resolve
@@ -158,6 +193,8 @@ def _api(args: argparse.Namespace) -> int:
         if args.backend_cmd == "drain":
             return write("POST", f"{base}/{address}/drain")
         return write("DELETE", f"{base}/{address}")
+    if cmd == "mux":
+        return _mux(args, client)
     if cmd == "apply":
         desired = load_yaml_file(Services, args.file)
         current = [Vip.model_validate(v) for v in client.call("GET", "/api/v1/vips")]
@@ -244,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("backend", type=_backend_spec if name == "add" else
                        (lambda t: {"address": t.split(":")[0]}),
                        help="ADDRESS:PORT[:WEIGHT]" if name == "add" else "ADDRESS")
+
+    mux = sub.add_parser("mux", help="(admin) the Mux pool")
+    msub = mux.add_subparsers(dest="mux_cmd", required=True)
+    msub.add_parser("list", parents=[api])
+    md = msub.add_parser("drain", parents=[write], help="withdraw a Mux's VIPs from BGP and "
+                         "wait until routers stop sending to it")
+    md.add_argument("name")
+    md.add_argument("--timeout", type=float, default=60.0)
+    mu = msub.add_parser("undrain", parents=[write], help="put a drained Mux back into service")
+    mu.add_argument("name")
 
     apply = sub.add_parser("apply", parents=[write], help="make the VIPs match a services YAML")
     apply.add_argument("-f", "--file", required=True)

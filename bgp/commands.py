@@ -7,7 +7,7 @@ The Mux agent runs as ExaBGP's helper process: it writes `announce route ...` an
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -17,20 +17,26 @@ class BgpPeer:
     peer_as: int
 
 
-def announce(vip: str) -> str:
-    return f"announce route {ipaddress.IPv4Address(vip)}/32 next-hop self"
+def announce(vip: str, prepend: int = 0, local_as: int = 0) -> str:
+    """Announce a VIP; with `prepend`, its AS path carries that many extra copies of
+    `local_as` (a less preferred route)."""
+    route = f"announce route {ipaddress.IPv4Address(vip)}/32 next-hop self"
+    return route + (f" as-path [ {' '.join([str(local_as)] * (prepend + 1))} ]"
+                    if prepend else "")
 
 
 def withdraw(vip: str) -> str:
     return f"withdraw route {ipaddress.IPv4Address(vip)}/32 next-hop self"
 
 
-def route_changes(announced: Iterable[str], wanted: Iterable[str]) -> list[str]:
-    """The commands that take the speaker from `announced` to `wanted` (withdrawals first)."""
-    have, want = set(announced), set(wanted)
+def route_changes(announced: Mapping[str, int], wanted: Mapping[str, int],
+                  local_as: int = 0) -> list[str]:
+    """The commands that take the speaker from `announced` to `wanted` (VIP -> AS-path
+    prepend): withdrawals first, then new or changed announcements."""
     key = ipaddress.IPv4Address
-    return ([withdraw(v) for v in sorted(have - want, key=key)]
-            + [announce(v) for v in sorted(want - have, key=key)])
+    return ([withdraw(v) for v in sorted(announced.keys() - wanted.keys(), key=key)]
+            + [announce(v, p, local_as) for v, p in sorted(wanted.items(), key=lambda i: key(i[0]))
+               if announced.get(v) != p])
 
 
 def exabgp_config(

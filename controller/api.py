@@ -33,6 +33,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -49,6 +51,7 @@ from ananta.controller.model import (
     Protocol,
     Vip,
 )
+from ananta.controller.mux_watch import MuxWatch, counter_samples
 from ananta.controller.state import ClusterState, HealthResult, Operation
 
 API = "/api/v1"
@@ -109,6 +112,10 @@ class NodeOut(Strict):
     datapath_ids: dict[str, str]
     programmed_generation: dict[str, int | None]
     vms: list[dict[str, Any]] | None = None
+    draining: bool | None = Field(None, description="Muxes: taken out of service "
+                                  "(withdraws its VIPs from BGP, keeps forwarding)")
+    drained: bool | None = Field(None, description="Muxes being drained: no VIP packet "
+                                 "reached it for 2 s after the withdrawal (known to the leader)")
 
 
 class HealthReport(Strict):
@@ -153,6 +160,8 @@ class ManagerService(Interface):
     def relay_to_leader(self, path: str, token: str) -> tuple[int, Any] | None: ...
 
     def programmed_generations(self) -> dict[tuple[str, str], int]: ...
+
+    mux_watch: MuxWatch
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,18 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     g_leader = Gauge("ananta_raft_is_leader", "1 on the Raft leader", registry=registry)
     g_term = Gauge("ananta_raft_term", "Raft term", registry=registry)
     g_commit = Gauge("ananta_raft_commit_index", "Raft commit index", registry=registry)
+    class MuxCounters(Collector):
+        """Per-VIP and per-endpoint counters read from the Muxes' flows (on the leader)."""
+
+        def collect(self) -> Any:
+            for (name, help_text, label), samples in counter_samples(
+                    service.mux_watch.all_counters()).items():
+                family = CounterMetricFamily(name, help_text, labels=[label, "mux"])
+                for labels, value in samples:
+                    family.add_metric([labels[label], labels["mux"]], value)
+                yield family
+
+    registry.register(MuxCounters())
     g_switch = Gauge("ananta_switch_programmed_generation",
                      "config generation each switch confirmed (leader only)",
                      ["node", "bridge"], registry=registry)
@@ -323,19 +344,38 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     def nodes(kind: Literal["muxes", "hosts"]) -> list[NodeOut]:
         done = service.programmed_generations()
+        draining = service.state.draining_muxes
         out = []
         for node in getattr(service.state.inventory, kind):
             data = node.model_dump(mode="json")
+            mux = kind == "muxes"
             out.append(NodeOut(
                 name=node.name, underlay_address=node.underlay_address,
                 datapath_ids=data["datapath_ids"], vms=data.get("vms"),
-                programmed_generation={b: done.get((node.name, b)) for b in ("int", "phy")}))
+                programmed_generation={b: done.get((node.name, b)) for b in ("int", "phy")},
+                draining=node.name in draining if mux else None,
+                drained=service.mux_watch.drained(node.name) if mux else None))
         return out
 
     @app.get(f"{API}/muxes", response_model=list[NodeOut], response_model_exclude_none=True,
              tags=["inventory"])
-    def muxes(who: Admin) -> list[NodeOut]:
+    def muxes(who: Admin) -> Any:
+        if service.status()["state"] != "leader":  # what the Muxes do is known to the leader
+            relayed = service.relay_to_leader(f"{API}/muxes", who.token)
+            if relayed is not None and relayed[0] == 200:
+                return relayed[1]
         return nodes("muxes")
+
+    @app.post(f"{API}/muxes/{{name}}/drain", response_model=OperationOut, tags=["inventory"])
+    def drain_mux(name: Name, who: Admin) -> OperationOut:
+        """Take a Mux out of service: it withdraws its VIPs from BGP and keeps forwarding what
+        routers still send; `drained` in GET /muxes says when they stopped."""
+        return write(who, {"op": "set_mux_drain", "mux": name, "draining": True})
+
+    @app.delete(f"{API}/muxes/{{name}}/drain", response_model=OperationOut, tags=["inventory"])
+    def undrain_mux(name: Name, who: Admin) -> OperationOut:
+        """Put a drained Mux back into service: it announces its VIPs again."""
+        return write(who, {"op": "set_mux_drain", "mux": name, "draining": False})
 
     @app.get(f"{API}/hosts", response_model=list[NodeOut], tags=["inventory"])
     def hosts(who: Admin) -> list[NodeOut]:

@@ -31,7 +31,7 @@ from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
-from ananta.controller.flows import Flow, Group, SwitchProgram
+from ananta.controller.flows import Flow, FlowKind, Group, SwitchProgram, kind_cookie
 from ananta.controller.model import Inventory
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
@@ -39,6 +39,12 @@ from ananta.controller.service import ReplicaService
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
 AUDIT_INTERVAL = 30.0  # seconds between full dumps of an idle, known switch (drift repair)
+LEASE_REFRESH = 0.5  # seconds between renewals of each in-step Mux's lease
+LEASE_IN_STEP = 1.0  # a Mux that confirmed a sync this recently is keeping up with the config
+LEASE_HARD_TIMEOUT = 60  # a lease nobody renews leaves the switch eventually
+COUNTER_INTERVAL = 1.0  # seconds between reads of the Muxes' per-VIP counters
+COUNTED_KINDS = {"phy": (FlowKind.VIP_STEER,),
+                 "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT)}
 
 
 @dataclass
@@ -61,6 +67,9 @@ class SwitchSession:
     errors: int = 0  # error replies during the sync in flight
     audited_at: float = 0.0  # last full dump
     retry_at: float = 0.0  # after a failed sync, when to try again (with a full dump)
+    confirmed_generation: int = -1  # of the last sync the switch confirmed
+    confirmed_at: float = 0.0
+    counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
 
 
 class AnantaManagerApp(app_manager.OSKenApp):
@@ -80,6 +89,9 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.programs_generation = -1
         self.datapaths: dict[int, Any] = {}  # every connected switch, known or not
         self.seeding = False
+        self.owner_of: dict[int, str] = {}  # cookie -> owner of the counted flows
+        self.draining: frozenset[str] = frozenset()
+        self.next_lease = self.next_counters = 0.0
         self.watcher = hub.spawn(self._housekeeping)
 
     # --- replicated state and leadership --------------------------------------------------
@@ -94,6 +106,13 @@ class AnantaManagerApp(app_manager.OSKenApp):
             try:
                 self._follow_cluster()
                 self._restart_stalled_syncs()
+                now = time.monotonic()
+                if now >= self.next_lease:
+                    self.next_lease = now + LEASE_REFRESH
+                    self._renew_leases(now)
+                if now >= self.next_counters:
+                    self.next_counters = now + COUNTER_INTERVAL
+                    self._read_counters()
             except Exception:  # never let the loop die
                 LOG.exception("housekeeping failed")
 
@@ -112,6 +131,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             elif leading[0] and self.programs_generation != generation:
                 inventory, services, moved = cluster.state.inventory, cluster.state.services(), True
                 down = frozenset(cluster.state.down)
+            self.draining = frozenset(cluster.state.draining_muxes)
         with self.lock:
             changed = moved
             if moved:
@@ -122,6 +142,9 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 if services is not None:
                     self.programs = desired_programs(services, inventory, down)
                     self.programs_generation = generation
+                    self.owner_of = {f.cookie: f.owner for p in self.programs.values()
+                                     for f in p.flows if f.kind in COUNTED_KINDS["phy"]
+                                     or f.kind in COUNTED_KINDS["int"]}
                 self.generation = generation
             if leading != self.leading:
                 LOG.info("Raft: %s in term %d", "leader" if leading[0] else "follower",
@@ -174,6 +197,43 @@ class AnantaManagerApp(app_manager.OSKenApp):
         role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
         dp.send_msg(parser.OFPRoleRequest(dp, role, ofp.OFPCID_UNDEFINED, term))
         session.role_sent = (master, term)
+
+    def _renew_leases(self, now: float) -> None:
+        """Renew the lease of every Mux that is in step with the config (its BGP speaker
+        announces only while the lease is fresh), saying whether it is draining."""
+        with self.lock:
+            if not self.leading[0]:
+                return
+            for session in self.sessions.values():
+                t = session.target
+                in_step = (session.confirmed_generation == self.generation
+                           or now - session.confirmed_at < LEASE_IN_STEP)
+                if t.role == "mux" and t.bridge == "phy" and in_step:
+                    draining = t.node in self.draining
+                    session.datapath.send_msg(ofmsg.lease_add(
+                        session.datapath, session.confirmed_generation, draining,
+                        LEASE_HARD_TIMEOUT))
+                    self.service.mux_watch.record_lease(t.node, draining, now)
+
+    def _read_counters(self) -> None:
+        """Ask every Mux for the counters of its per-VIP flows (answers in _flow_stats)."""
+        with self.lock:
+            if not self.leading[0]:
+                return
+            for session in self.sessions.values():
+                if session.target.role != "mux":
+                    continue
+                dp = session.datapath
+                parser, ofp = dp.ofproto_parser, dp.ofproto
+                for kind in COUNTED_KINDS[session.target.bridge]:
+                    req = parser.OFPFlowDescStatsRequest(
+                        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                        kind_cookie(kind), 0xFFFF << 48, parser.OFPMatch())
+                    dp.set_xid(req)
+                    session.counter_xids[req.xid] = {}
+                    dp.send_msg(req)
+                while len(session.counter_xids) > 16:  # never answered: forget
+                    session.counter_xids.pop(next(iter(session.counter_xids)))
 
     def _restart_stalled_syncs(self) -> None:
         """A reply the switch never sent (or os-ken could not parse) must not stall a switch;
@@ -253,6 +313,20 @@ class AnantaManagerApp(app_manager.OSKenApp):
         msg = ev.msg
         with self.lock:
             session = self.sessions.get(msg.datapath.id)
+            if session is not None and msg.xid in session.counter_xids:
+                counters = session.counter_xids[msg.xid]
+                for s in msg.body:
+                    stats = dict(s.stats.fields) if s.stats is not None else {}
+                    owner = self.owner_of.get(s.cookie)
+                    if owner is not None:
+                        counters[((s.cookie >> 48) & 0xFF, owner)] = (
+                            stats.get("packet_count", 0), stats.get("byte_count", 0))
+                if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                    del session.counter_xids[msg.xid]
+                    t = session.target
+                    self.service.mux_watch.record_counters(t.node, t.bridge, counters,
+                                                           time.monotonic())
+                return
             if session is None or "flows" not in session.pending:
                 return
             session.flows += [InstalledFlow(s.table_id, s.priority, s.cookie, s.match)
@@ -327,6 +401,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 session.retry_at = time.monotonic() + 1.0
                 return
             session.installed = session.staged
+            session.confirmed_generation = session.generation
+            session.confirmed_at = time.monotonic()
             self.service.record_programmed(session.target.node, session.target.bridge,
                                            session.generation, time.time())
             LOG.debug("%s programmed at generation %d in %.1f ms", session.target.label,

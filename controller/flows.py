@@ -199,12 +199,43 @@ class SwitchProgram:
         return frozenset(f.cookie for f in self.flows)
 
 
+def kind_cookie(kind: FlowKind) -> int:
+    """The cookie bits every one of our flows of `kind` has (mask 0xffff << 48)."""
+    return (COOKIE_TAG << COOKIE_TAG_SHIFT) | (int(kind) << 48)
+
+
 def is_ours(cookie: int) -> bool:
     return cookie >> COOKIE_TAG_SHIFT == COOKIE_TAG
 
 
 def is_learned(cookie: int) -> bool:
     return cookie >> COOKIE_TAG_SHIFT == LEARNED_TAG
+
+
+# The leader's lease on a Mux: a never-matching flow on br-phy table 0 (IEEE local
+# experimental ethertype) that the leader re-adds every LEASE_REFRESH_S while the Mux is in
+# step with the replicated config. Its cookie carries the generation the Mux holds and whether
+# it is draining; its age (`duration`, reset by every re-add) tells the Mux's BGP speaker the
+# leader is there. Reconciliation leaves it alone.
+LEASE_TAG = 0xA9
+LEASE_TABLE, LEASE_PRIORITY, LEASE_ETH_TYPE = 0, 1, 0x88B5
+LEASE_DRAINING_BIT = 1 << 32
+
+
+def lease_cookie(generation: int, draining: bool) -> int:
+    return ((LEASE_TAG << COOKIE_TAG_SHIFT) | (LEASE_DRAINING_BIT if draining else 0)
+            | (generation & 0xFFFFFFFF))
+
+
+def parse_lease_cookie(cookie: int) -> tuple[int, bool] | None:
+    """(generation, draining) of a lease cookie, None for any other cookie."""
+    if cookie >> COOKIE_TAG_SHIFT != LEASE_TAG:
+        return None
+    return cookie & 0xFFFFFFFF, bool(cookie & LEASE_DRAINING_BIT)
+
+
+def is_lease(cookie: int) -> bool:
+    return cookie >> COOKIE_TAG_SHIFT == LEASE_TAG
 
 
 def ip_int(address: str) -> int:

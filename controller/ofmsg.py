@@ -14,6 +14,9 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from ananta.controller.flows import (
+    LEASE_ETH_TYPE,
+    LEASE_PRIORITY,
+    LEASE_TABLE,
     Action,
     Ct,
     Flow,
@@ -23,6 +26,7 @@ from ananta.controller.flows import (
     Output,
     Resubmit,
     SetField,
+    lease_cookie,
 )
 
 NX_NAT_F_DST = 1 << 1
@@ -123,6 +127,16 @@ def flow_add(datapath: Any, flow: Flow) -> Any:
         match=parser.OFPMatch(**dict(flow.match)),
         instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions(flow.actions))]
         if flow.actions else [])
+
+
+def lease_add(datapath: Any, generation: int, draining: bool, hard_timeout: int) -> Any:
+    """(Re)install the leader's lease on a Mux's br-phy; an ADD of the same flow replaces it,
+    restarting its duration."""
+    return parser.OFPFlowMod(
+        datapath, cookie=lease_cookie(generation, draining), table_id=LEASE_TABLE,
+        command=ofp.OFPFC_ADD, idle_timeout=0, hard_timeout=hard_timeout,
+        priority=LEASE_PRIORITY, flags=0, match=parser.OFPMatch(eth_type=LEASE_ETH_TYPE),
+        instructions=[])
 
 
 def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, match: Any) -> Any:

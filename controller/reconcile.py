@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ananta.controller.flows import Flow, Group, SwitchProgram, is_learned
+from ananta.controller.flows import Flow, Group, SwitchProgram, is_learned, is_lease
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ def plan(
     want = desired.cookies
     add_flows = tuple(sorted((f for f in desired.flows if f.cookie not in have),
                              key=lambda f: (f.table, -f.priority, f.cookie)))
-    delete_flows = tuple(f for f in installed if f.cookie not in want and not is_learned(f.cookie))
+    delete_flows = tuple(f for f in installed if f.cookie not in want
+                         and not is_learned(f.cookie) and not is_lease(f.cookie))
     add_groups, modify_groups = [], []
     for group in sorted(desired.groups, key=lambda g: g.group_id):
         if group.group_id not in installed_groups:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from ananta.controller.ledger import ProgrammingLedger
+from ananta.controller.mux_watch import MuxWatch
 from ananta.controller.replication import Cluster
 from ananta.controller.state import ClusterState, Operation
 
@@ -21,6 +22,7 @@ class ReplicaService:
         self.write_timeout = write_timeout
         self.ledger = ProgrammingLedger()
         self.ledger_lock = threading.Lock()
+        self.mux_watch = MuxWatch()  # what the leader's os-ken app learns from the Muxes
 
     @property
     def state(self) -> ClusterState:

@@ -142,9 +142,18 @@ class ReportHealth(StrictModel):
     results: Annotated[list[HealthResult], Field(min_length=1, max_length=1024)]
 
 
+class SetMuxDrain(StrictModel):
+    """Take a Mux out of (or back into) service: a draining Mux withdraws its VIPs from BGP
+    and keeps forwarding what routers still send it."""
+
+    op: Literal["set_mux_drain"] = "set_mux_drain"
+    mux: Name
+    draining: bool
+
+
 Command = Annotated[
     SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
-    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth,
+    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth | SetMuxDrain,
     Field(discriminator="op"),
 ]
 
@@ -177,6 +186,7 @@ class ClusterState:
         self.vips: dict[tuple[str, str], Vip] = {}
         self.operations: OrderedDict[str, Operation] = OrderedDict()
         self.down: set[str] = set()  # backend_key of every backend its host agent reported down
+        self.draining_muxes: set[str] = set()
         # derived, kept in step by apply_command so that a write costs O(its VIP), not O(all)
         self.endpoint_owner: dict[str, tuple[str, str]] = {}
         self.index = inventory_index(self.inventory)
@@ -193,11 +203,13 @@ class ClusterState:
             "operations": zlib.compress(
                 _OPERATIONS.dump_json(list(self.operations.values())), 1),
             "down": sorted(self.down),
+            "draining_muxes": sorted(self.draining_muxes),
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         self.generation = data["generation"]
         self.down = set(data["down"])
+        self.draining_muxes = set(data.get("draining_muxes", ()))
         self.inventory = Inventory.model_validate_json(data["inventory"])
         self.index = inventory_index(self.inventory)
         self.tenants = {t.name: t for t in _TENANTS.validate_json(data["tenants"])}
@@ -333,6 +345,8 @@ def _target(cmd: Any) -> tuple[str | None, str]:
         return None, "inventory"
     if isinstance(cmd, ReportHealth):
         return None, f"health/{cmd.host}"
+    if isinstance(cmd, SetMuxDrain):
+        return None, f"mux/{cmd.mux}"
     if isinstance(cmd, PutTenant):
         return cmd.tenant.name, f"tenant/{cmd.tenant.name}"
     if isinstance(cmd, DeleteTenant):
@@ -367,6 +381,7 @@ def _apply(state: ClusterState, cmd: Any) -> None:
             raise CommandError(409, f"the new inventory breaks existing VIPs: {errors[0]}")
         state.inventory = cmd.inventory
         state.index = inventory_index(cmd.inventory)
+        state.draining_muxes &= {m.name for m in cmd.inventory.muxes}
     elif isinstance(cmd, PutTenant):
         state.tenants[cmd.tenant.name] = cmd.tenant
     elif isinstance(cmd, ReportHealth):
@@ -380,6 +395,10 @@ def _apply(state: ClusterState, cmd: Any) -> None:
                                    f"results.{i}.address")
         for r in cmd.results:
             (state.down.discard if r.up else state.down.add)(backend_key(r.address, r.port))
+    elif isinstance(cmd, SetMuxDrain):
+        if not any(m.name == cmd.mux for m in state.inventory.muxes):
+            raise CommandError(404, f"no Mux {cmd.mux!r}", "mux")
+        (state.draining_muxes.add if cmd.draining else state.draining_muxes.discard)(cmd.mux)
     elif isinstance(cmd, DeleteTenant):
         if cmd.name not in state.tenants:
             raise CommandError(404, f"no tenant {cmd.name!r}", "name")
@@ -431,6 +450,8 @@ def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
         affected = tuple(n.name for n in (*state.inventory.muxes, *state.inventory.hosts))
     elif isinstance(cmd, ReportHealth):  # the Muxes' choice of backends changes
         affected = tuple(m.name for m in state.inventory.muxes)
+    elif isinstance(cmd, SetMuxDrain):
+        affected = (cmd.mux,)
     state.generation += 1
     state.operations[envelope.op_id] = Operation(
         op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,

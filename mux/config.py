@@ -29,7 +29,10 @@ class BgpConfig(StrictModel):
 class MuxConfig(NodeConfig):
     run_dir: str
     bgp: BgpConfig
-    poll_interval: Annotated[float, Field(gt=0, le=10)] = 0.5
+    poll_interval: Annotated[float, Field(gt=0, le=10)] = 0.25
+    # Announce only while the Manager's leader renewed this Mux's lease this recently. Longer
+    # than a Manager failover (0.3-2 s here), or every Mux would withdraw during one.
+    lease_timeout: Annotated[float, Field(ge=1, le=60)] = 5.0
     # Connection entries this Mux keeps (br-int table 1); ~1 KB each in userspace OVS.
     connection_limit: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ananta.controller.api import sha256
 from ananta.controller.ledger import ProgrammingLedger
+from ananta.controller.mux_watch import MuxWatch
 from ananta.controller.replication import NotCommitted
 from ananta.controller.state import ClusterState, Envelope, Operation, apply_command
 
@@ -21,6 +22,7 @@ class LocalService:
         self.lock = threading.Lock()
         self.ledger = ProgrammingLedger()
         self.quorum = True
+        self.mux_watch = MuxWatch()
 
     @property
     def state(self) -> ClusterState:

@@ -168,3 +168,17 @@ def test_muxes_and_hosts_with_their_programmed_generation(api) -> None:  # type:
     hosts = client.get("/api/v1/hosts", headers=auth(ADMIN_TOKEN)).json()
     assert [vm["address"] for vm in hosts[0]["vms"]] == ["10.1.0.11", "10.1.0.12"]
     assert client.get("/api/v1/hosts", headers=auth(DEMO_TOKEN)).status_code == 403
+
+
+def test_admin_drains_and_undrains_a_mux(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    admin = auth(ADMIN_TOKEN)
+    assert client.post("/api/v1/muxes/mux1/drain", headers=auth(DEMO_TOKEN)).status_code == 403
+    r = client.post("/api/v1/muxes/nomux/drain", headers=admin)
+    assert r.status_code == 404 and r.json()["field"] == "mux", r.text
+    assert client.post("/api/v1/muxes/mux1/drain", headers=admin).status_code == 200
+    muxes = {m["name"]: m for m in client.get("/api/v1/muxes", headers=admin).json()}
+    assert muxes["mux1"]["draining"] is True and muxes["mux2"]["draining"] is False
+    assert "drained" not in muxes["mux1"]  # only the leader's os-ken app knows
+    assert client.delete("/api/v1/muxes/mux1/drain", headers=admin).status_code == 200
+    assert service.state.draining_muxes == set()

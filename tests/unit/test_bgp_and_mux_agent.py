@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from ananta.bgp.commands import BgpPeer, announce, exabgp_config, route_changes, withdraw
-from ananta.mux.programmed import steer_cookie_filter, vips_in_flow_dump
+from ananta.controller.flows import lease_cookie, parse_lease_cookie
+from ananta.mux.programmed import DRAIN_PREPEND, Lease, PhyView, read_phy_dump, routes_wanted
 
 
 def test_route_changes_withdraw_first_then_announce() -> None:
-    assert route_changes({"203.0.113.1", "203.0.113.2"}, {"203.0.113.2", "203.0.113.3"}) == [
+    assert route_changes({"203.0.113.1": 0, "203.0.113.2": 0},
+                         {"203.0.113.2": 0, "203.0.113.3": 0}) == [
         withdraw("203.0.113.1"), announce("203.0.113.3")]
-    assert route_changes({"203.0.113.2"}, {"203.0.113.2"}) == []
+    assert route_changes({"203.0.113.2": 0}, {"203.0.113.2": 0}) == []
     assert announce("203.0.113.10") == "announce route 203.0.113.10/32 next-hop self"
+    # draining: the same routes again, with a longer AS path
+    assert route_changes({"203.0.113.2": 0}, {"203.0.113.2": 3}, 65100) == [
+        "announce route 203.0.113.2/32 next-hop self as-path [ 65100 65100 65100 65100 ]"]
 
 
 def test_exabgp_config_has_neighbor_process_and_hold_time() -> None:
@@ -23,12 +28,44 @@ def test_exabgp_config_has_neighbor_process_and_hold_time() -> None:
     assert "run /venv/bin/python -m ananta.mux.announcer --config /run/x/mux.yaml;" in text
 
 
-def test_vips_read_from_a_flow_dump() -> None:
-    dump = (
-        " cookie=0xa702123412345678, duration=1.2s, table=0, n_packets=3, n_bytes=200, "
-        "priority=200,ip,in_port=1,nw_dst=203.0.113.10 actions=output:2\n"
-        " cookie=0xa702aaaa12345678, duration=1.2s, table=0, n_packets=0, n_bytes=0, "
-        "priority=200,ip,in_port=1,nw_dst=203.0.113.11 actions=output:2\n"
-    )
-    assert vips_in_flow_dump(dump) == {"203.0.113.10", "203.0.113.11"}
-    assert steer_cookie_filter() == "cookie=0xa702000000000000/0xffff000000000000"
+DUMP = (
+    " cookie=0xa702123412345678, duration=1.2s, table=0, n_packets=3, n_bytes=200, "
+    "priority=200,ip,in_port=1,nw_dst=203.0.113.10 actions=output:2\n"
+    " cookie=0xa702aaaa12345678, duration=1.2s, table=0, n_packets=4, n_bytes=0, "
+    "priority=200,ip,in_port=1,nw_dst=203.0.113.11 actions=output:2\n"
+    " cookie=0xa701bbbb00000001, duration=9.1s, table=0, n_packets=90, n_bytes=0, "
+    "priority=0 actions=NORMAL\n"
+)
+
+
+def lease_line(generation: int, draining: bool, age: float) -> str:
+    return (f" cookie={lease_cookie(generation, draining):#x}, duration={age}s, table=0, "
+            "n_packets=0, n_bytes=0, hard_timeout=60, priority=1,dl_type=0x88b5 actions=drop\n")
+
+
+def test_steering_flows_and_the_lease_read_from_a_flow_dump() -> None:
+    view = read_phy_dump(DUMP + lease_line(42, False, 0.3))
+    assert view.vips == {"203.0.113.10", "203.0.113.11"}
+    assert view.steer_packets == 7
+    assert view.lease == Lease(42, False, 0.3)
+    assert read_phy_dump(DUMP).lease is None
+    assert read_phy_dump(lease_line(7, True, 1.5)).lease == Lease(7, True, 1.5)
+
+
+def test_routes_follow_ovs_the_lease_and_draining() -> None:
+    def wanted(view: PhyView | None, failures: int = 0,
+               quiet: bool = False) -> tuple[frozenset[str], int] | None:
+        return routes_wanted(view, failures, 3, lease_timeout=5.0, quiet=quiet)
+
+    vips = frozenset({"203.0.113.10", "203.0.113.11"})
+    nothing = (frozenset(), 0)
+    assert wanted(read_phy_dump(DUMP + lease_line(1, False, 0.4))) == (vips, 0)
+    assert wanted(read_phy_dump(DUMP)) == nothing  # no leader has ever leased it
+    assert wanted(read_phy_dump(DUMP + lease_line(1, False, 5.5))) == nothing  # stale lease
+    draining = read_phy_dump(DUMP + lease_line(1, True, 0.1))
+    assert wanted(draining) == (vips, DRAIN_PREPEND)  # routers move away first ...
+    assert wanted(draining, quiet=True) == nothing  # ... then it withdraws
+    assert wanted(None, failures=1) is None  # one failed read of OVS: keep announcing
+    assert wanted(None, failures=3) == nothing  # OVS down: withdraw
+    assert parse_lease_cookie(lease_cookie(2**32 + 5, True)) == (5, True)
+    assert parse_lease_cookie(0xA702123412345678) is None

@@ -1,0 +1,46 @@
+"""What the leader makes of the Muxes' counters: drain completion and /metrics samples."""
+
+from __future__ import annotations
+
+from ananta.controller.flows import FlowKind
+from ananta.controller.mux_watch import DRAIN_QUIET, MuxWatch, counter_samples
+
+STEER, ENDPOINT, NO_ENDPOINT = (int(FlowKind.VIP_STEER), int(FlowKind.VIP_ENDPOINT),
+                                int(FlowKind.VIP_NO_ENDPOINT))
+
+
+def test_a_draining_mux_is_drained_once_its_vip_traffic_stops() -> None:
+    watch = MuxWatch()
+    watch.record_counters("mux1", "phy", {(STEER, "203.0.113.10"): (100, 9000)}, now=0.0)
+    assert watch.drained("mux1") is None  # not draining
+    watch.record_lease("mux1", True, now=1.0)
+    watch.record_counters("mux1", "phy", {(STEER, "203.0.113.10"): (150, 9000)}, now=1.5)
+    watch.record_counters("mux1", "phy", {(STEER, "203.0.113.10"): (150, 9000)}, now=2.5)
+    assert watch.drained("mux1") is False  # quiet for 1 s only
+    watch.record_counters("mux1", "phy", {(STEER, "203.0.113.10"): (150, 9000)},
+                          now=1.5 + DRAIN_QUIET)
+    assert watch.drained("mux1") is True
+    watch.record_counters("mux1", "phy", {(STEER, "203.0.113.10"): (151, 9000)}, now=4.0)
+    assert watch.drained("mux1") is False  # a router still sends
+    watch.record_lease("mux1", False, now=5.0)
+    assert watch.drained("mux1") is None
+
+
+def test_counters_become_per_vip_and_per_endpoint_samples() -> None:
+    samples = counter_samples({
+        ("mux1", "phy"): {(STEER, "203.0.113.10"): (10, 1000)},
+        ("mux1", "int"): {(ENDPOINT, "203.0.113.10:tcp:80"): (9, 900),
+                          (ENDPOINT, "select:203.0.113.10:tcp:80"): (3, 180),
+                          (NO_ENDPOINT, "203.0.113.10"): (1, 60)},
+    })
+    flat = {(name, tuple(sorted(labels.items()))): v
+            for (name, _, _), rows in samples.items() for labels, v in rows}
+    assert flat == {
+        ("ananta_vip_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 10,
+        ("ananta_vip_bytes", (("mux", "mux1"), ("vip", "203.0.113.10"))): 1000,
+        ("ananta_endpoint_packets", (("endpoint", "203.0.113.10:tcp:80"), ("mux", "mux1"))): 9,
+        ("ananta_endpoint_bytes", (("endpoint", "203.0.113.10:tcp:80"), ("mux", "mux1"))): 900,
+        ("ananta_endpoint_new_connections",
+         (("endpoint", "203.0.113.10:tcp:80"), ("mux", "mux1"))): 3,
+        ("ananta_vip_dropped_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 1,
+    }
