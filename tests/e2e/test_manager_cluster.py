@@ -111,3 +111,5 @@ def test_leader_killed_during_traffic(running_lab: None) -> None:
                 break
             assert time.monotonic() < deadline, (node, masters, new, leader_raft)
             time.sleep(0.5)
+    # the lab's other tests want the demo VIP as it was (10.2.0.12 active again)
+    lab.api(plan, "apply", "-f", lab.DEMO_SERVICES, "--tenant", "demo")
