@@ -13,9 +13,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would take true/false as 1/0
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+# Put in an int field's Annotated[...]: a JSON boolean is refused instead of becoming 0 or 1.
+NotBoolean = BeforeValidator(_not_a_boolean)
 
 
 class StrictModel(BaseModel):

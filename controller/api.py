@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ananta.config import NotBoolean
 from ananta.controller.health import ProbeTarget, probe_targets
 from ananta.controller.model import (
     Backend,
@@ -47,7 +48,6 @@ from ananta.controller.model import (
     Inventory,
     IPv4,
     Name,
-    Port,
     Protocol,
     Vip,
 )
@@ -83,7 +83,7 @@ class VipIn(Strict):
 
 
 class BackendPatch(Strict):
-    weight: Annotated[int, Field(ge=0, le=1000)] | None = None
+    weight: Annotated[int, Field(ge=0, le=1000), NotBoolean] | None = None
     state: BackendState | None = None
 
 
@@ -101,6 +101,10 @@ class OperationOut(Strict):
 class FieldError(Strict):
     field: str
     error: str
+
+
+# a port in a URL path arrives as text: converted (the bodies' ports are strict integers)
+PathPort = Annotated[int, Field(ge=1, le=65535)]
 
 
 class NodeOut(Strict):
@@ -435,7 +439,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.delete(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}",
                 response_model=OperationOut, tags=["vips"])
-    def remove_endpoint(name: Name, protocol: Protocol, port: Port, who: Who,
+    def remove_endpoint(name: Name, protocol: Protocol, port: PathPort, who: Who,
                         tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
@@ -444,7 +448,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     backends = f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/backends"
 
     @app.post(backends, response_model=OperationOut, status_code=201, tags=["backends"])
-    def add_backend(name: Name, protocol: Protocol, port: Port, body: Backend, who: Who,
+    def add_backend(name: Name, protocol: Protocol, port: PathPort, body: Backend, who: Who,
                     tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "add_backend", "tenant": vip.tenant, "vip": vip.name,
@@ -452,7 +456,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
                       "backend": body.model_dump(mode="json")})
 
     @app.patch(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
-    def update_backend(name: Name, protocol: Protocol, port: Port, address: IPv4,
+    def update_backend(name: Name, protocol: Protocol, port: PathPort, address: IPv4,
                        body: BackendPatch, who: Who, tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         if body.weight is None and body.state is None:
@@ -462,7 +466,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
                       "weight": body.weight, "state": body.state})
 
     @app.post(f"{backends}/{{address}}/drain", response_model=OperationOut, tags=["backends"])
-    def drain_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
+    def drain_backend(name: Name, protocol: Protocol, port: PathPort, address: IPv4, who: Who,
                       tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
@@ -470,7 +474,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
                       "state": "draining"})
 
     @app.delete(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
-    def remove_backend(name: Name, protocol: Protocol, port: Port, address: IPv4, who: Who,
+    def remove_backend(name: Name, protocol: Protocol, port: PathPort, address: IPv4, who: Who,
                        tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "remove_backend", "tenant": vip.tenant, "vip": vip.name,

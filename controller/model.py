@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from ananta.config import ConfigError, StrictModel, join_path
+from ananta.config import ConfigError, NotBoolean, StrictModel, join_path
 
 MAX_BACKENDS_PER_ENDPOINT = 256
 MAX_WEIGHT = 1000
@@ -76,7 +76,7 @@ Mac = Annotated[str, AfterValidator(_mac),
 DatapathId = Annotated[str, AfterValidator(_dpid),
                        WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{16}$"})]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535), NotBoolean]
 Protocol = Literal["tcp", "udp"]
 BackendState = Literal["active", "draining", "inactive"]
 
@@ -84,7 +84,7 @@ BackendState = Literal["active", "draining", "inactive"]
 class Backend(StrictModel):
     address: IPv4
     port: Port
-    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT)] = 100
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), NotBoolean] = 100
     state: BackendState = "active"
 
     @property
@@ -104,11 +104,11 @@ class HealthCheck(StrictModel):
 
     type: Literal["tcp", "http", "none"] = "tcp"
     path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=200)] = "/"
-    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
-    interval_ms: Annotated[int, Field(ge=100, le=60000)] = 500
-    timeout_ms: Annotated[int, Field(ge=50, le=60000)] = 300
-    rise: Annotated[int, Field(ge=1, le=10)] = 2
-    fall: Annotated[int, Field(ge=1, le=10)] = 2
+    expect_status: Annotated[int, Field(ge=100, le=599), NotBoolean] = 200
+    interval_ms: Annotated[int, Field(ge=100, le=60000), NotBoolean] = 500
+    timeout_ms: Annotated[int, Field(ge=50, le=60000), NotBoolean] = 300
+    rise: Annotated[int, Field(ge=1, le=10), NotBoolean] = 2
+    fall: Annotated[int, Field(ge=1, le=10), NotBoolean] = 2
 
     @property
     def timeout_s(self) -> float:
@@ -137,7 +137,7 @@ class Vm(StrictModel):
     name: Name
     address: IPv4
     mac: Mac
-    ofport: Annotated[int, Field(ge=10, le=60000)]
+    ofport: Annotated[int, Field(ge=10, le=60000), NotBoolean]
     gateway: IPv4
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from ananta.config import ConfigError, StrictModel, key_path
+from ananta.config import ConfigError, NotBoolean, StrictModel, key_path
 from ananta.controller.model import (
     Backend,
     BackendState,
@@ -115,7 +115,7 @@ class UpdateBackend(StrictModel):
     protocol: Protocol
     port: Port
     address: str
-    weight: Annotated[int, Field(ge=0, le=1000)] | None = None
+    weight: Annotated[int, Field(ge=0, le=1000), NotBoolean] | None = None
     state: BackendState | None = None
 
 

@@ -66,3 +66,17 @@ def test_bad_services_name_the_key_path(change, expected) -> None:  # type: igno
 def test_not_yaml_and_not_a_mapping() -> None:
     assert errors_of("vips: [") and "not valid YAML" in errors_of("vips: [")[0]
     assert errors_of("- 1\n- 2\n") == ["expected a mapping at the top level"]
+
+
+def test_a_boolean_is_not_a_number() -> None:
+    """JSON `false` must not pass as weight 0 (nor `true` as port 1)."""
+    import pydantic
+
+    from ananta.controller.model import Backend
+    for bad in ({"address": "10.1.0.11", "port": 8080, "weight": False},
+                {"address": "10.1.0.11", "port": True}):
+        try:
+            Backend.model_validate(bad)
+        except pydantic.ValidationError:
+            continue
+        raise AssertionError(f"accepted {bad}")
