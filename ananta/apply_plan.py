@@ -64,6 +64,9 @@ def plan_apply(current: list[Vip], desired: Services, prune: bool = False) -> li
                 out.append(Request("DELETE", f"{backends}/{address}"))
         for key in old_eps.keys() - new_eps.keys():
             out.append(Request("DELETE", f"{base}/endpoints/{key[0]}/{key[1]}"))
+        if old.rate_limit_pps != vip.rate_limit_pps:
+            out.append(Request("PUT", f"{base}/rate-limit",
+                               {"rate_limit_pps": vip.rate_limit_pps}))
     if prune:
         wanted = {v.name for v in desired.vips}
         out += [Request("DELETE", f"{API}/vips/{name}")
@@ -77,8 +80,9 @@ def ipvsadm_table(vips: list[Vip]) -> str:
              "  -> RemoteAddress:Port           Weight State"]
     for vip in vips:
         for ep in vip.endpoints:
+            limit = f" (limit {vip.rate_limit_pps} pps)" if vip.rate_limit_pps else ""
             lines.append(f"{ep.protocol.upper():4} {vip.address + ':' + str(ep.port):21} "
-                         f"{'hash':11} {vip.tenant}/{vip.name}")
+                         f"{'hash':11} {vip.tenant}/{vip.name}{limit}")
             for be in ep.backends:
                 lines.append(f"  -> {be.address + ':' + str(be.port):28} {be.weight:>6} "
                              f"{be.state}")

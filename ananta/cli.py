@@ -174,6 +174,9 @@ def _api(args: argparse.Namespace) -> int:
             return 0
         if args.vip_cmd == "delete":
             return write("DELETE", f"/api/v1/vips/{args.name}")
+        if args.vip_cmd == "limit":
+            return write("PUT", f"/api/v1/vips/{args.name}/rate-limit",
+                         {"rate_limit_pps": args.pps})
         endpoints = [{"protocol": p, "port": n, "backends": args.backend}
                      for p, n in args.endpoint]
         body = {"name": args.name, "address": args.address, "endpoints": endpoints}
@@ -271,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ADDRESS:PORT[:WEIGHT] (repeatable; every endpoint gets them all)")
     vd = vsub.add_parser("delete", parents=[write])
     vd.add_argument("name")
+    vl = vsub.add_parser("limit", parents=[write], help="packets/s every Mux lets through to "
+                         "the VIP's endpoints (an OpenFlow meter); `none` removes the limit")
+    vl.add_argument("name")
+    vl.add_argument("pps", type=lambda t: None if t == "none" else int(t), help="PPS or none")
 
     backend = sub.add_parser("backend", help="backends of a VIP endpoint")
     bsub = backend.add_subparsers(dest="backend_cmd", required=True)

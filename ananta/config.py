@@ -18,14 +18,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _not_a_boolean(value: Any) -> Any:
-    if isinstance(value, bool):  # pydantic would take true/false as 1/0
-        raise ValueError("must be a number, not true/false")
+def _a_number(value: Any) -> Any:
+    if isinstance(value, (bool, str)):  # pydantic would take true as 1 and "80" as 80
+        raise ValueError("must be a number")
     return value
 
 
-# Put in an int field's Annotated[...]: a JSON boolean is refused instead of becoming 0 or 1.
-NotBoolean = BeforeValidator(_not_a_boolean)
+# Put in an int field's Annotated[...]: JSON true/false and strings are refused, not coerced
+# (a float with no fraction, which JSON Schema's "integer" allows, is still taken).
+JsonInteger = BeforeValidator(_a_number)
 
 
 class StrictModel(BaseModel):

@@ -39,9 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ananta.config import NotBoolean
+from ananta.config import JsonInteger
 from ananta.controller.health import ProbeTarget, probe_targets
 from ananta.controller.model import (
+    MAX_RATE_LIMIT_PPS,
     Backend,
     BackendState,
     Endpoint,
@@ -80,10 +81,11 @@ class VipIn(Strict):
     tenant: Name | None = None
     address: IPv4
     endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+    rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None = None
 
 
 class BackendPatch(Strict):
-    weight: Annotated[int, Field(ge=0, le=1000), NotBoolean] | None = None
+    weight: Annotated[int, Field(ge=0, le=1000), JsonInteger] | None = None
     state: BackendState | None = None
 
 
@@ -105,6 +107,10 @@ class FieldError(Strict):
 
 # a port in a URL path arrives as text: converted (the bodies' ports are strict integers)
 PathPort = Annotated[int, Field(ge=1, le=65535)]
+
+
+class RateLimitIn(Strict):
+    rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None
 
 
 class NodeOut(Strict):
@@ -428,6 +434,15 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
     def delete_vip(name: Name, who: Who, tenant: TenantQuery = "") -> OperationOut:
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "delete_vip", "tenant": vip.tenant, "name": vip.name})
+
+    @app.put(f"{API}/vips/{{name}}/rate-limit", response_model=OperationOut, tags=["vips"])
+    def set_rate_limit(name: Name, body: RateLimitIn, who: Who,
+                       tenant: TenantQuery = "") -> OperationOut:
+        """Limit the packets per second every Mux forwards to the VIP's endpoints (an
+        OpenFlow meter on each Mux; packets above the rate are dropped); null removes it."""
+        vip = own_vip(who, name, tenant)
+        return write(who, {"op": "set_vip_rate_limit", "tenant": vip.tenant, "vip": vip.name,
+                           "rate_limit_pps": body.rate_limit_pps})
 
     @app.post(f"{API}/vips/{{name}}/endpoints", response_model=OperationOut, status_code=201,
               tags=["vips"])

@@ -31,7 +31,7 @@ from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
-from ananta.controller.flows import Flow, FlowKind, Group, SwitchProgram, kind_cookie
+from ananta.controller.flows import Flow, FlowKind, Group, Meter, SwitchProgram, kind_cookie
 from ananta.controller.model import Inventory
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
@@ -55,6 +55,8 @@ class SwitchSession:
     groups: dict[int, Group | None] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     sent_groups: dict[int, Group] = field(default_factory=dict)
+    meters: dict[int, Meter | None] = field(default_factory=dict)
+    sent_meters: dict[int, Meter] = field(default_factory=dict)
     resync: bool = False
     started: float = 0.0
     barrier_xid: int | None = None
@@ -296,17 +298,19 @@ class AnantaManagerApp(app_manager.OSKenApp):
             session.flows = [InstalledFlow(f.table, f.priority, f.cookie, f.match)
                              for f in session.installed.values()]
             session.groups = dict(session.sent_groups)
+            session.meters = dict(session.sent_meters)
             session.pending = set()
             self._maybe_apply(session)
             return
-        session.flows, session.groups = [], {}
-        session.pending = {"flows", "groups"}
+        session.flows, session.groups, session.meters = [], {}, {}
+        session.pending = {"flows", "groups", "meters"}
         session.audited_at = session.started
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
         # Group *stats* (ids and counters), not group descriptions: os-ken 4.2 cannot parse
         # OpenFlow 1.5 bucket lists with properties. Content is known from what we sent.
         dp.send_msg(parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL))
+        dp.send_msg(parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL))
 
     @set_ev_cls(ofp_event.EventOFPFlowDescStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -348,6 +352,19 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 session.pending.discard("groups")
                 self._maybe_apply(session)
 
+    @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
+    def _meter_stats(self, ev: Any) -> None:
+        msg = ev.msg
+        with self.lock:
+            session = self.sessions.get(msg.datapath.id)
+            if session is None or "meters" not in session.pending:
+                return
+            for m in msg.body:
+                session.meters[m.meter_id] = session.sent_meters.get(m.meter_id)
+            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                session.pending.discard("meters")
+                self._maybe_apply(session)
+
     def _maybe_apply(self, session: SwitchSession) -> None:
         if session.pending:
             return
@@ -355,16 +372,19 @@ class AnantaManagerApp(app_manager.OSKenApp):
             self._start_sync(session)
             return
         desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
-        steps = plan(desired, session.flows, session.groups)
+        steps = plan(desired, session.flows, session.groups, session.meters)
         dp = session.datapath
         try:  # encode everything first: a bad message must not leave a half-sent plan
             messages = (
-                [ofmsg.group_add(dp, g) for g in steps.add_groups]
+                [ofmsg.meter_add(dp, m) for m in steps.add_meters]
+                + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters]
+                + [ofmsg.group_add(dp, g) for g in steps.add_groups]
                 + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
                 + [ofmsg.flow_add(dp, f) for f in steps.add_flows]
                 + [ofmsg.flow_delete_strict(dp, s.table, s.priority, s.cookie, s.match)
                    for s in steps.delete_flows]
                 + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
+                + [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
             )
             for message in messages:
                 message.serialize()
@@ -378,6 +398,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
             session.sent_groups[group.group_id] = group
         for gid in steps.delete_groups:
             session.sent_groups.pop(gid, None)
+        for meter in (*steps.add_meters, *steps.modify_meters):
+            session.sent_meters[meter.meter_id] = meter
+        for mid in steps.delete_meters:
+            session.sent_meters.pop(mid, None)
         barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
         session.barrier_xid = barrier.xid

@@ -30,6 +30,8 @@ from ananta.controller.flows import (
     GroupAction,
     Learn,
     LearnLoad,
+    Meter,
+    MeterAction,
     Output,
     Resubmit,
     SetField,
@@ -80,6 +82,30 @@ def endpoint_key(vip: Vip, ep: Endpoint) -> str:
 
 def group_id(vip: Vip, ep: Endpoint) -> int:
     return stable_id(endpoint_key(vip, ep))
+
+
+MAX_METER_ID = 200_000  # OVS's userspace datapath has 262,144 meters
+
+
+def meter_ids(vips: list[Vip]) -> dict[str, int]:
+    """A meter id for each rate-limited VIP address: stable (a hash of the address), distinct
+    (a rare collision is resolved in address order), within OVS's meter table."""
+    taken: set[int] = set()
+    out = {}
+    for address in sorted(v.address for v in vips if v.rate_limit_pps is not None):
+        mid, salt = stable_id(f"meter:{address}", MAX_METER_ID), 0
+        while mid in taken:
+            salt += 1
+            mid = stable_id(f"meter:{address}~{salt}", MAX_METER_ID)
+        taken.add(mid)
+        out[address] = mid
+    return out
+
+
+def vip_meter(vip: Vip, meter_id: int) -> Meter:
+    """The VIP's rate limit, with a burst of 1/10 s of traffic (at least 10 packets)."""
+    assert vip.rate_limit_pps is not None
+    return Meter(meter_id, vip.rate_limit_pps, max(10, vip.rate_limit_pps // 10))
 
 
 def bucket_id(dip: str) -> int:
@@ -182,9 +208,15 @@ def compile_mux_int(services: Services, inv: Inventory,
         *connection_flows("udp"),
     }
     groups = set()
+    meters = set()
+    metered = meter_ids(services.vips)
     for vip in services.vips:
         flows.add(Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
                        (), FlowKind.VIP_NO_ENDPOINT, vip.address))
+        limit: tuple[MeterAction, ...] = ()
+        if vip.address in metered:
+            meters.add(vip_meter(vip, metered[vip.address]))
+            limit = (MeterAction(metered[vip.address]),)
         for ep in vip.endpoints:
             group = endpoint_group(vip, ep, inv, down)
             groups.add(group)
@@ -194,7 +226,7 @@ def compile_mux_int(services: Services, inv: Inventory,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
                       **{port_field: ep.port}),
-                (Resubmit(T_CONNECTIONS), Resubmit(T_FORWARD)), FlowKind.VIP_ENDPOINT,
+                (*limit, Resubmit(T_CONNECTIONS), Resubmit(T_FORWARD)), FlowKind.VIP_ENDPOINT,
                 endpoint_key(vip, ep)))
             flows.add(Flow(
                 T_SELECT, PRIO_ENDPOINT,
@@ -202,6 +234,6 @@ def compile_mux_int(services: Services, inv: Inventory,
                       ipv4_dst=vip.address, **{port_field: ep.port}),
                 (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT,
                 f"select:{endpoint_key(vip, ep)}"))
-    program = SwitchProgram(frozenset(flows), frozenset(groups))
+    program = SwitchProgram(frozenset(flows), frozenset(groups), frozenset(meters))
     check_flows("mux", "int", program.flows)
     return program

@@ -122,7 +122,14 @@ class Learn:
     load_values: tuple[tuple[str, int, int], ...] = ()  # (dst, value, bits): immediate loads
 
 
-Action = Output | SetField | GroupAction | Ct | Resubmit | Learn
+@dataclass(frozen=True)
+class MeterAction:
+    """Send the packet through meter `meter_id` (which may drop it)."""
+
+    meter_id: int
+
+
+Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
 
 
 def learned_cookie(kind: FlowKind) -> int:
@@ -179,9 +186,20 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Meter:
+    """An OpenFlow meter in packets per second: above `rate_pps` (after a burst of `burst`
+    packets) it drops."""
+
+    meter_id: int
+    rate_pps: int
+    burst: int
+
+
+@dataclass(frozen=True)
 class SwitchProgram:
     flows: frozenset[Flow] = frozenset()
     groups: frozenset[Group] = frozenset()
+    meters: frozenset[Meter] = frozenset()
 
     def __post_init__(self) -> None:
         seen: dict[tuple[int, int, Match], Flow] = {}
@@ -193,6 +211,9 @@ class SwitchProgram:
         ids = [g.group_id for g in self.groups]
         if len(ids) != len(set(ids)):
             raise ValueError("two groups share a group id")
+        meter_ids = [m.meter_id for m in self.meters]
+        if len(meter_ids) != len(set(meter_ids)):
+            raise ValueError("two meters share a meter id")
 
     @property
     def cookies(self) -> frozenset[int]:

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from ananta.config import ConfigError, NotBoolean, StrictModel, join_path
+from ananta.config import ConfigError, JsonInteger, StrictModel, join_path
 
 MAX_BACKENDS_PER_ENDPOINT = 256
 MAX_WEIGHT = 1000
@@ -76,7 +76,7 @@ Mac = Annotated[str, AfterValidator(_mac),
 DatapathId = Annotated[str, AfterValidator(_dpid),
                        WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{16}$"})]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-Port = Annotated[int, Field(ge=1, le=65535), NotBoolean]
+Port = Annotated[int, Field(ge=1, le=65535), JsonInteger]
 Protocol = Literal["tcp", "udp"]
 BackendState = Literal["active", "draining", "inactive"]
 
@@ -84,7 +84,7 @@ BackendState = Literal["active", "draining", "inactive"]
 class Backend(StrictModel):
     address: IPv4
     port: Port
-    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), NotBoolean] = 100
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), JsonInteger] = 100
     state: BackendState = "active"
 
     @property
@@ -104,11 +104,11 @@ class HealthCheck(StrictModel):
 
     type: Literal["tcp", "http", "none"] = "tcp"
     path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=200)] = "/"
-    expect_status: Annotated[int, Field(ge=100, le=599), NotBoolean] = 200
-    interval_ms: Annotated[int, Field(ge=100, le=60000), NotBoolean] = 500
-    timeout_ms: Annotated[int, Field(ge=50, le=60000), NotBoolean] = 300
-    rise: Annotated[int, Field(ge=1, le=10), NotBoolean] = 2
-    fall: Annotated[int, Field(ge=1, le=10), NotBoolean] = 2
+    expect_status: Annotated[int, Field(ge=100, le=599), JsonInteger] = 200
+    interval_ms: Annotated[int, Field(ge=100, le=60000), JsonInteger] = 500
+    timeout_ms: Annotated[int, Field(ge=50, le=60000), JsonInteger] = 300
+    rise: Annotated[int, Field(ge=1, le=10), JsonInteger] = 2
+    fall: Annotated[int, Field(ge=1, le=10), JsonInteger] = 2
 
     @property
     def timeout_s(self) -> float:
@@ -122,11 +122,17 @@ class Endpoint(StrictModel):
     health_check: HealthCheck = HealthCheck()
 
 
+MAX_RATE_LIMIT_PPS = 10_000_000
+
+
 class Vip(StrictModel):
     name: Name
     tenant: Name = "default"
     address: IPv4
     endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+    # New and established packets to the VIP's endpoints above this rate are dropped by every
+    # Mux (an OpenFlow meter each); none: unlimited.
+    rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None = None
 
 
 class Services(StrictModel):
@@ -137,7 +143,7 @@ class Vm(StrictModel):
     name: Name
     address: IPv4
     mac: Mac
-    ofport: Annotated[int, Field(ge=10, le=60000), NotBoolean]
+    ofport: Annotated[int, Field(ge=10, le=60000), JsonInteger]
     gateway: IPv4
 
 

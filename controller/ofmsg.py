@@ -23,6 +23,8 @@ from ananta.controller.flows import (
     Group,
     GroupAction,
     Learn,
+    Meter,
+    MeterAction,
     Output,
     Resubmit,
     SetField,
@@ -73,6 +75,8 @@ def _action(action: Action) -> list[Any]:
         return [parser.OFPActionSetField(**{action.field: action.value})]
     if isinstance(action, GroupAction):
         return [parser.OFPActionGroup(action.group_id)]
+    if isinstance(action, MeterAction):
+        return [parser.OFPActionMeter(action.meter_id)]
     if isinstance(action, Resubmit):
         # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
         return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
@@ -168,6 +172,26 @@ def group_add(datapath: Any, group: Group) -> Any:
 
 def group_modify(datapath: Any, group: Group) -> Any:
     return group_mod(datapath, group, ofp.OFPGC_MODIFY)
+
+
+def meter_mod(datapath: Any, meter: Meter, command: int) -> Any:
+    return parser.OFPMeterMod(
+        datapath, command=command, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+        meter_id=meter.meter_id,
+        bands=[parser.OFPMeterBandDrop(rate=meter.rate_pps, burst_size=meter.burst)])
+
+
+def meter_add(datapath: Any, meter: Meter) -> Any:
+    return meter_mod(datapath, meter, ofp.OFPMC_ADD)
+
+
+def meter_modify(datapath: Any, meter: Meter) -> Any:
+    return meter_mod(datapath, meter, ofp.OFPMC_MODIFY)
+
+
+def meter_delete(datapath: Any, meter_id: int) -> Any:
+    return parser.OFPMeterMod(datapath, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id,
+                              bands=[])
 
 
 def group_delete(datapath: Any, group_id: int) -> Any:

@@ -2,8 +2,9 @@
 
 Flows are compared by cookie (which fingerprints content, see flows.py); groups by id, with
 the content last sent on this connection when known. The plan is ordered so that no packet
-meets a half-made pipeline: groups first, then new flows (an ADD with an existing
-table/priority/match replaces the old flow in place), then the stale flows, then stale groups.
+meets a half-made pipeline: groups and meters first, then new flows (an ADD with an existing
+table/priority/match replaces the old flow in place), then the stale flows, then stale groups
+and meters.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ananta.controller.flows import Flow, Group, SwitchProgram, is_learned, is_lease
+from ananta.controller.flows import Flow, Group, Meter, SwitchProgram, is_learned, is_lease
 
 
 @dataclass(frozen=True)
@@ -30,19 +31,25 @@ class Plan:
     add_flows: tuple[Flow, ...] = ()
     delete_flows: tuple[InstalledFlow, ...] = ()
     delete_groups: tuple[int, ...] = ()
+    add_meters: tuple[Meter, ...] = ()
+    modify_meters: tuple[Meter, ...] = ()
+    delete_meters: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not (self.add_groups or self.modify_groups or self.add_flows
-                    or self.delete_flows or self.delete_groups)
+                    or self.delete_flows or self.delete_groups or self.add_meters
+                    or self.modify_meters or self.delete_meters)
 
 
 def plan(
     desired: SwitchProgram,
     installed_flows: Iterable[InstalledFlow],
     installed_groups: Mapping[int, Group | None],
+    installed_meters: Mapping[int, Meter | None] | None = None,
 ) -> Plan:
-    """`installed_groups` maps each group id on the switch to its known content (or None)."""
+    """`installed_groups` (`installed_meters`) maps each group (meter) id on the switch to
+    its known content, or None."""
     installed = list(installed_flows)
     have = {f.cookie for f in installed}
     want = desired.cookies
@@ -58,4 +65,12 @@ def plan(
             modify_groups.append(group)
     wanted_ids = {g.group_id for g in desired.groups}
     delete_groups = tuple(sorted(gid for gid in installed_groups if gid not in wanted_ids))
-    return Plan(tuple(add_groups), tuple(modify_groups), add_flows, delete_flows, delete_groups)
+    have_meters = installed_meters or {}
+    add_meters = tuple(m for m in sorted(desired.meters, key=lambda m: m.meter_id)
+                       if m.meter_id not in have_meters)
+    modify_meters = tuple(m for m in sorted(desired.meters, key=lambda m: m.meter_id)
+                          if m.meter_id in have_meters and have_meters[m.meter_id] != m)
+    wanted_meters = {m.meter_id for m in desired.meters}
+    delete_meters = tuple(sorted(mid for mid in have_meters if mid not in wanted_meters))
+    return Plan(tuple(add_groups), tuple(modify_groups), add_flows, delete_flows, delete_groups,
+                add_meters, modify_meters, delete_meters)

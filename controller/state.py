@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from ananta.config import ConfigError, NotBoolean, StrictModel, key_path
+from ananta.config import ConfigError, JsonInteger, StrictModel, key_path
 from ananta.controller.model import (
+    MAX_RATE_LIMIT_PPS,
     Backend,
     BackendState,
     Endpoint,
@@ -115,7 +116,7 @@ class UpdateBackend(StrictModel):
     protocol: Protocol
     port: Port
     address: str
-    weight: Annotated[int, Field(ge=0, le=1000), NotBoolean] | None = None
+    weight: Annotated[int, Field(ge=0, le=1000), JsonInteger] | None = None
     state: BackendState | None = None
 
 
@@ -126,6 +127,13 @@ class RemoveBackend(StrictModel):
     protocol: Protocol
     port: Port
     address: str
+
+
+class SetVipRateLimit(StrictModel):
+    op: Literal["set_vip_rate_limit"] = "set_vip_rate_limit"
+    tenant: Name
+    vip: Name
+    rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None
 
 
 class HealthResult(StrictModel):
@@ -153,7 +161,8 @@ class SetMuxDrain(StrictModel):
 
 Command = Annotated[
     SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
-    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth | SetMuxDrain,
+    | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth | SetMuxDrain
+    | SetVipRateLimit,
     Field(discriminator="op"),
 ]
 
@@ -315,6 +324,8 @@ def _changed_vip(state: ClusterState, cmd: Any) -> tuple[tuple[str, str], Vip | 
     key = (vip.tenant, vip.name)
     if isinstance(cmd, DeleteVip):
         return key, None
+    if isinstance(cmd, SetVipRateLimit):
+        return key, vip.model_copy(update={"rate_limit_pps": cmd.rate_limit_pps})
     if isinstance(cmd, AddEndpoint):
         return key, _revalidate(vip.model_copy(
             update={"endpoints": [*vip.endpoints, cmd.endpoint]}))

@@ -24,6 +24,7 @@ from ananta.controller.flows import (
     Group,
     GroupAction,
     Learn,
+    MeterAction,
     Output,
     Resubmit,
     SetField,
@@ -99,6 +100,7 @@ class Switch:
     conntrack: Conntrack = field(default_factory=Conntrack)
     learned: list[Flow] = field(default_factory=list)
     picks: dict[int, int] = field(default_factory=dict)  # bucket_id -> times chosen
+    metered: dict[int, int] = field(default_factory=dict)  # meter_id -> packets through it
 
     def flows(self, table: int) -> list[Flow]:
         candidates = [f for f in (*self.program.flows, *self.learned) if f.table == table]
@@ -152,6 +154,8 @@ class Switch:
                 if act.table is not None:
                     self._table(act.table, pkt, out, depth + 1)
                     return
+            elif isinstance(act, MeterAction):
+                self.metered[act.meter_id] = self.metered.get(act.meter_id, 0) + 1  # no drop
             elif isinstance(act, Learn):
                 actions: list[Any] = [SetField(ld.dst, pkt[ld.src]) for ld in act.loads]
                 actions += [SetField(name, value) for name, value, _ in act.load_values]

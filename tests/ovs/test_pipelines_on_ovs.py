@@ -174,3 +174,25 @@ def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) 
     finally:
         assert rig.write_services(services()).returncode == 0
         rig.wait_programmed()
+
+
+def test_a_vips_meter_drops_above_its_rate(rig: Rig) -> None:
+    data = services()
+    data["vips"][0]["rate_limit_pps"] = 10
+    assert rig.write_services(data).returncode == 0
+    rig.wait_programmed()
+    try:
+        meters = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-meters", "br-int")
+        assert "pktps burst stats bands=" in meters and "type=drop rate=10 burst_size=10" in meters
+        for sport in range(46000, 46150):  # far faster than 10 packets/s
+            rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
+                    f"in_port=1,tcp,nw_src=198.51.100.5,nw_dst=203.0.113.10,tp_src={sport},"
+                    "tp_dst=80,tcp_flags=0x002")
+        stats = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "meter-stats", "br-int")
+        dropped = re.search(r"0: packet_count:(\d+)", stats)
+        assert dropped and int(dropped.group(1)) >= 100, stats
+    finally:
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()
+    assert "meter=" not in rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-meters",
+                                   "br-int")

@@ -182,3 +182,20 @@ def test_admin_drains_and_undrains_a_mux(api) -> None:  # type: ignore[no-untype
     assert "drained" not in muxes["mux1"]  # only the leader's os-ken app knows
     assert client.delete("/api/v1/muxes/mux1/drain", headers=admin).status_code == 200
     assert service.state.draining_muxes == set()
+
+
+def test_a_tenant_limits_its_vip_and_bad_limits_are_refused(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    h = auth(DEMO_TOKEN)
+    assert client.post("/api/v1/vips", json=web_body(), headers=h).status_code == 201
+    url = "/api/v1/vips/web/rate-limit"
+    for bad in (0, -5, 10_000_001, True, "100"):
+        r = client.put(url, json={"rate_limit_pps": bad}, headers=h)
+        assert r.status_code == 422 and r.json()["field"] == "rate_limit_pps", (bad, r.text)
+    assert client.put(url, json={"rate_limit_pps": 100}, headers=auth(OTHER_TOKEN)
+                      ).status_code == 404  # another tenant's VIP
+    assert service.state.vips[("demo", "web")].rate_limit_pps is None
+    assert client.put(url, json={"rate_limit_pps": 5000}, headers=h).status_code == 200
+    assert service.state.vips[("demo", "web")].rate_limit_pps == 5000
+    assert client.put(url, json={"rate_limit_pps": None}, headers=h).status_code == 200
+    assert service.state.vips[("demo", "web")].rate_limit_pps is None

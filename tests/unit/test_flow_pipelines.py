@@ -256,3 +256,19 @@ def test_a_syn_makes_an_untrusted_entry_and_the_handshake_ack_a_trusted_one() ->
         send(sport, TCP_SYN)
     assert {p for f in int_.learned for p in [f.priority]
             if f.match and dict(f.match).get("tcp_src", 0) >= 51000} == {PRIO_UNTRUSTED}
+
+
+def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints() -> None:
+    services = demo_services()
+    limited = services.vips[0].model_copy(update={"rate_limit_pps": 2000})
+    programs = desired_programs(Services(vips=[limited]), default_inventory())
+    meters = [m for p in programs.values() for m in p.meters]
+    assert len(meters) == 2 and {(m.rate_pps, m.burst) for m in meters} == {(2000, 200)}
+    assert len({m.meter_id for m in meters}) == 1  # the same id on every Mux
+    phy, int_ = Switch(compile_mux_phy(Services(vips=[limited]))), Switch(
+        compile_mux_int(Services(vips=[limited]), default_inventory()))
+    out = phy.receive(tcp(CLIENT, VIP, 41000, 80), PHY_UPLINK_OFPORT)
+    assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][0] == INT_GRE_OFPORT
+    assert int_.metered == {meters[0].meter_id: 1}
+    unlimited = desired_programs(services, default_inventory())
+    assert not any(p.meters for p in unlimited.values())

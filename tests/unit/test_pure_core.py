@@ -47,7 +47,16 @@ def test_pure_module_imports_no_io(module: str) -> None:
 def test_every_compiled_flow_and_group_encodes() -> None:
     dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
     count = 0
-    for program in desired_programs(demo_services(), default_inventory()).values():
+    services = demo_services()
+    services = services.model_copy(update={"vips": [
+        services.vips[0].model_copy(update={"rate_limit_pps": 5000})]})
+    meters = 0
+    for program in desired_programs(services, default_inventory()).values():
+        for meter in program.meters:
+            for msg in (ofmsg.meter_add(dp, meter), ofmsg.meter_delete(dp, meter.meter_id)):
+                msg.xid = 1
+                msg.serialize()
+            meters += 1
         for group in program.groups:
             msg = ofmsg.group_add(dp, group)
             msg.xid = 1
@@ -59,7 +68,7 @@ def test_every_compiled_flow_and_group_encodes() -> None:
             msg.serialize()
             assert msg.cookie == flow.cookie
             count += 1
-    assert count > 20
+    assert count > 20 and meters == 2  # one per Mux
 
 
 def test_selection_method_property_is_laid_out_as_ovs_parses_it() -> None:
