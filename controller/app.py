@@ -30,9 +30,11 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg
+from ananta.controller.compile_mux import meter_ids
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import Flow, FlowKind, Group, Meter, SwitchProgram, kind_cookie
 from ananta.controller.model import Inventory
+from ananta.controller.mux_watch import METER_DROPS
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
 
@@ -72,6 +74,7 @@ class SwitchSession:
     confirmed_generation: int = -1  # of the last sync the switch confirmed
     confirmed_at: float = 0.0
     counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
+    meter_xids: set[int] = field(default_factory=set)
 
 
 class AnantaManagerApp(app_manager.OSKenApp):
@@ -92,6 +95,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.datapaths: dict[int, Any] = {}  # every connected switch, known or not
         self.seeding = False
         self.owner_of: dict[int, str] = {}  # cookie -> owner of the counted flows
+        self.meter_owner: dict[int, str] = {}  # meter id -> VIP address
         self.draining: frozenset[str] = frozenset()
         self.next_lease = self.next_counters = 0.0
         self.watcher = hub.spawn(self._housekeeping)
@@ -147,6 +151,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     self.owner_of = {f.cookie: f.owner for p in self.programs.values()
                                      for f in p.flows if f.kind in COUNTED_KINDS["phy"]
                                      or f.kind in COUNTED_KINDS["int"]}
+                    self.meter_owner = {mid: vip for vip, mid in
+                                        meter_ids(services.vips).items()}
                 self.generation = generation
             if leading != self.leading:
                 LOG.info("Raft: %s in term %d", "leader" if leading[0] else "follower",
@@ -236,6 +242,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     dp.send_msg(req)
                 while len(session.counter_xids) > 16:  # never answered: forget
                     session.counter_xids.pop(next(iter(session.counter_xids)))
+                if session.target.bridge == "int" and self.meter_owner:
+                    req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
+                    dp.set_xid(req)
+                    session.meter_xids = {*list(session.meter_xids)[-8:], req.xid}
+                    dp.send_msg(req)
 
     def _restart_stalled_syncs(self) -> None:
         """A reply the switch never sent (or os-ken could not parse) must not stall a switch;
@@ -357,6 +368,14 @@ class AnantaManagerApp(app_manager.OSKenApp):
         msg = ev.msg
         with self.lock:
             session = self.sessions.get(msg.datapath.id)
+            if session is not None and msg.xid in session.meter_xids:
+                session.meter_xids.discard(msg.xid)  # (a few meters: one reply)
+                drops = {(METER_DROPS, self.meter_owner[m.meter_id]):
+                         (sum(b.packet_band_count for b in m.band_stats), 0)
+                         for m in msg.body if m.meter_id in self.meter_owner}
+                self.service.mux_watch.record_counters(session.target.node, "meters", drops,
+                                                       time.monotonic())
+                return
             if session is None or "meters" not in session.pending:
                 return
             for m in msg.body:

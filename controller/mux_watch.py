@@ -54,12 +54,15 @@ class MuxWatch:
             return dict(self.counters)
 
 
+METER_DROPS = 0xFF  # not a flow kind: packets a VIP's meter dropped (owner: the VIP)
+
 # (metric, help, label) for each kind of counted flow; "select:" owners count new connections
-METRICS = {
+METRICS: dict[int, tuple[str, str, str]] = {
     FlowKind.VIP_STEER: ("ananta_vip", "to the VIP, arriving at the Mux", "vip"),
     FlowKind.VIP_ENDPOINT: ("ananta_endpoint", "to the endpoint (VIP:protocol:port)", "endpoint"),
     FlowKind.VIP_NO_ENDPOINT: ("ananta_vip_dropped", "to a VIP port with no endpoint, dropped",
                                "vip"),
+    METER_DROPS: ("ananta_vip_rate_limited", "to the VIP dropped by its rate limit", "vip"),
 }
 
 
@@ -71,7 +74,7 @@ def counter_samples(counters: dict[tuple[str, str], Counters],
         for (kind, owner), (packets, nbytes) in sorted(by_flow.items()):
             if kind not in METRICS:
                 continue
-            base, what, label = METRICS[FlowKind(kind)]
+            base, what, label = METRICS[kind]
             if owner.startswith("select:"):
                 out.setdefault((f"{base}_new_connections", f"New connections {what}", label),
                                []).append(({label: owner[7:], "mux": mux}, packets))
@@ -79,7 +82,7 @@ def counter_samples(counters: dict[tuple[str, str], Counters],
             labels = {label: owner, "mux": mux}
             out.setdefault((f"{base}_packets", f"Packets {what}", label), []).append(
                 (labels, packets))
-            if kind != FlowKind.VIP_NO_ENDPOINT:
+            if kind not in (FlowKind.VIP_NO_ENDPOINT, METER_DROPS):
                 out.setdefault((f"{base}_bytes", f"Bytes {what}", label), []).append(
                     (labels, nbytes))
     return out

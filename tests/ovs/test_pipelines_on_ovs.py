@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 
 from ananta.controller.compile_mux import bucket_id, chosen_dip, endpoint_group
 from ananta.controller.flows import ip_int
-from tests.ovs.rig import HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
+from tests.ovs.rig import API, HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +192,17 @@ def test_a_vips_meter_drops_above_its_rate(rig: Rig) -> None:
         stats = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "meter-stats", "br-int")
         dropped = re.search(r"0: packet_count:(\d+)", stats)
         assert dropped and int(dropped.group(1)) >= 100, stats
+        # ... and the Manager reports it (it reads the Muxes' meters every second)
+        metric = 'ananta_vip_rate_limited_packets_total{mux="mux",vip="203.0.113.10"}'
+        deadline = time.monotonic() + 10
+        while True:
+            text = rig.ovs(MUX_NS, "curl", "-s", f"{API}/metrics")
+            seen = [float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith(metric)]
+            if seen and seen[0] >= 100:
+                break
+            assert time.monotonic() < deadline, text[-2000:]
+            time.sleep(0.5)
     finally:
         assert rig.write_services(services()).returncode == 0
         rig.wait_programmed()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ananta.controller.flows import FlowKind
-from ananta.controller.mux_watch import DRAIN_QUIET, MuxWatch, counter_samples
+from ananta.controller.mux_watch import DRAIN_QUIET, METER_DROPS, MuxWatch, counter_samples
 
 STEER, ENDPOINT, NO_ENDPOINT = (int(FlowKind.VIP_STEER), int(FlowKind.VIP_ENDPOINT),
                                 int(FlowKind.VIP_NO_ENDPOINT))
@@ -29,6 +29,7 @@ def test_a_draining_mux_is_drained_once_its_vip_traffic_stops() -> None:
 def test_counters_become_per_vip_and_per_endpoint_samples() -> None:
     samples = counter_samples({
         ("mux1", "phy"): {(STEER, "203.0.113.10"): (10, 1000)},
+        ("mux1", "meters"): {(METER_DROPS, "203.0.113.10"): (4, 0)},
         ("mux1", "int"): {(ENDPOINT, "203.0.113.10:tcp:80"): (9, 900),
                           (ENDPOINT, "select:203.0.113.10:tcp:80"): (3, 180),
                           (NO_ENDPOINT, "203.0.113.10"): (1, 60)},
@@ -43,4 +44,5 @@ def test_counters_become_per_vip_and_per_endpoint_samples() -> None:
         ("ananta_endpoint_new_connections",
          (("endpoint", "203.0.113.10:tcp:80"), ("mux", "mux1"))): 3,
         ("ananta_vip_dropped_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 1,
+        ("ananta_vip_rate_limited_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 4,
     }
