@@ -194,7 +194,8 @@ def _api(args: argparse.Namespace) -> int:
             return write("POST", base, args.backend)
         address = str(args.backend["address"])
         if args.backend_cmd == "drain":
-            return write("POST", f"{base}/{address}/drain")
+            return write("POST", f"{base}/{address}/drain",
+                         {"deadline_s": args.deadline} if args.deadline else None)
         return write("DELETE", f"{base}/{address}")
     if cmd == "mux":
         return _mux(args, client)
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("backend", type=_backend_spec if name == "add" else
                        (lambda t: {"address": t.split(":")[0]}),
                        help="ADDRESS:PORT[:WEIGHT]" if name == "add" else "ADDRESS")
+        if name == "drain":
+            b.add_argument("--deadline", type=int, metavar="SECONDS",
+                           help="then make it inactive, cutting what is left of its connections")
 
     mux = sub.add_parser("mux", help="(admin) the Mux pool")
     msub = mux.add_subparsers(dest="mux_cmd", required=True)

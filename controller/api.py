@@ -109,6 +109,10 @@ class FieldError(Strict):
 PathPort = Annotated[int, Field(ge=1, le=65535)]
 
 
+class DrainIn(Strict):
+    deadline_s: Annotated[int, Field(ge=1, le=7 * 86400), JsonInteger] | None = None
+
+
 class RateLimitIn(Strict):
     rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None
 
@@ -482,11 +486,15 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
 
     @app.post(f"{backends}/{{address}}/drain", response_model=OperationOut, tags=["backends"])
     def drain_backend(name: Name, protocol: Protocol, port: PathPort, address: IPv4, who: Who,
-                      tenant: TenantQuery = "") -> OperationOut:
+                      tenant: TenantQuery = "", body: DrainIn | None = None) -> OperationOut:
+        """No new connections go to the backend; established ones continue until they end,
+        or until `deadline_s` seconds from now, when it becomes inactive (what is left of its
+        connections is cut)."""
         vip = own_vip(who, name, tenant)
+        until = now() + body.deadline_s if body and body.deadline_s else None
         return write(who, {"op": "update_backend", "tenant": vip.tenant, "vip": vip.name,
-                      "protocol": protocol, "port": port, "address": address,
-                      "state": "draining"})
+                           "protocol": protocol, "port": port, "address": address,
+                           "state": "draining", "drain_until": until})
 
     @app.delete(f"{backends}/{{address}}", response_model=OperationOut, tags=["backends"])
     def remove_backend(name: Name, protocol: Protocol, port: PathPort, address: IPv4, who: Who,

@@ -37,6 +37,7 @@ from ananta.controller.model import Inventory
 from ananta.controller.mux_watch import METER_DROPS
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
+from ananta.controller.state import expired_drains
 
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
@@ -98,6 +99,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.meter_owner: dict[int, str] = {}  # meter id -> VIP address
         self.draining: frozenset[str] = frozenset()
         self.next_lease = self.next_counters = 0.0
+        self.expiring: set[str] = set()  # op ids of drain expiries being proposed
         self.watcher = hub.spawn(self._housekeeping)
 
     # --- replicated state and leadership --------------------------------------------------
@@ -119,6 +121,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 if now >= self.next_counters:
                     self.next_counters = now + COUNTER_INTERVAL
                     self._read_counters()
+                    self._expire_drains()
             except Exception:  # never let the loop die
                 LOG.exception("housekeeping failed")
 
@@ -169,6 +172,28 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 and not current.muxes and not current.hosts):
             self.seeding = True
             hub.spawn(self._seed)
+
+    def _expire_drains(self) -> None:
+        """The leader makes inactive the draining backends whose deadline passed."""
+        if not self.leading[0]:
+            return
+        replicated = self.service.cluster.replicated
+        with replicated.lock:
+            due = expired_drains(self.service.cluster.state, time.time())
+        for op_id, command in due:
+            if op_id not in self.expiring:
+                self.expiring.add(op_id)
+                hub.spawn(self._propose_expiry, op_id, command)
+
+    def _propose_expiry(self, op_id: str, command: dict[str, Any]) -> None:
+        try:
+            result = self.service.propose(command, op_id)
+            LOG.info("drain deadline of %s passed: now inactive (%s)", command["address"],
+                     result.get("status"))
+        except Exception as exc:
+            LOG.error("could not end the drain of %s (will retry): %s", command["address"], exc)
+        finally:
+            self.expiring.discard(op_id)
 
     def _seed(self) -> None:
         """A new, empty cluster takes its inventory from the leader's config file."""

@@ -86,6 +86,9 @@ class Backend(StrictModel):
     port: Port
     weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), JsonInteger] = 100
     state: BackendState = "active"
+    # a draining backend becomes inactive at this time (UNIX seconds), cutting what is left
+    # of its connections; none: it drains until its connections end on their own
+    drain_until: float | None = None
 
     @property
     def takes_new_connections(self) -> bool:

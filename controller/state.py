@@ -9,6 +9,7 @@ the state invalid changes nothing and returns the error, so every replica refuse
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import zlib
 from collections import OrderedDict
@@ -118,6 +119,7 @@ class UpdateBackend(StrictModel):
     address: str
     weight: Annotated[int, Field(ge=0, le=1000), JsonInteger] | None = None
     state: BackendState | None = None
+    drain_until: float | None = None  # with state "draining": when it becomes inactive
 
 
 class RemoveBackend(StrictModel):
@@ -199,6 +201,7 @@ class ClusterState:
         # derived, kept in step by apply_command so that a write costs O(its VIP), not O(all)
         self.endpoint_owner: dict[str, tuple[str, str]] = {}
         self.index = inventory_index(self.inventory)
+        self.drain_deadlines: set[tuple[str, str]] = set()  # VIPs with a drain deadline
 
     # Raft snapshots pickle the state (and gzip it at level 9): as JSON through pydantic's
     # compiled serializer, pre-compressed fast, it takes a fraction of the time and space that
@@ -240,6 +243,7 @@ class ClusterState:
         self.endpoint_owner = {
             endpoint_key(v.address, ep.protocol, ep.port): key
             for key, v in self.vips.items() for ep in v.endpoints}
+        self.drain_deadlines = {key for key, v in self.vips.items() if _has_deadline(v)}
 
     def services(self) -> Services:
         return Services(vips=[self.vips[k] for k in sorted(self.vips)])
@@ -342,8 +346,10 @@ def _changed_vip(state: ClusterState, cmd: Any) -> tuple[tuple[str, str], Vip | 
             backends.append(cmd.backend)
         elif isinstance(cmd, UpdateBackend):
             i = _backend_index(ep, cmd.address)
-            changes = {k: v for k, v in (("weight", cmd.weight), ("state", cmd.state))
-                       if v is not None}
+            changes: dict[str, Any] = {k: v for k, v in (("weight", cmd.weight),
+                                                        ("state", cmd.state)) if v is not None}
+            if cmd.state is not None:  # a deadline belongs to the drain that set it
+                changes["drain_until"] = cmd.drain_until if cmd.state == "draining" else None
             backends[i] = backends[i].model_copy(update=changes)
         elif isinstance(cmd, RemoveBackend):
             del backends[_backend_index(ep, cmd.address)]
@@ -434,12 +440,36 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         if old is not None:
             for ep in old.endpoints:
                 state.endpoint_owner.pop(endpoint_key(old.address, ep.protocol, ep.port))
+        state.drain_deadlines.discard(key)
         if vip is None:
             del state.vips[key]
         else:
             state.vips[key] = vip
+            if _has_deadline(vip):
+                state.drain_deadlines.add(key)
             for ep in vip.endpoints:
                 state.endpoint_owner[endpoint_key(vip.address, ep.protocol, ep.port)] = key
+
+
+def _has_deadline(vip: Vip) -> bool:
+    return any(be.drain_until is not None for ep in vip.endpoints for be in ep.backends)
+
+
+def expired_drains(state: ClusterState, now: float) -> list[tuple[str, dict[str, Any]]]:
+    """(op id, command) making inactive every draining backend whose deadline has passed. The
+    op id is derived from the drain, so replicas (or retries) proposing it apply it once."""
+    out = []
+    for tenant, name in sorted(state.drain_deadlines):
+        vip = state.vips[(tenant, name)]
+        for ep in vip.endpoints:
+            for be in ep.backends:
+                if be.state == "draining" and be.drain_until is not None and be.drain_until <= now:
+                    key = f"{tenant}/{name}/{ep.protocol}/{ep.port}/{be.address}/{be.drain_until}"
+                    out.append((hashlib.sha256(key.encode()).hexdigest()[:32], {
+                        "op": "update_backend", "tenant": tenant, "vip": name,
+                        "protocol": ep.protocol, "port": ep.port, "address": be.address,
+                        "state": "inactive"}))
+    return out
 
 
 def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:

@@ -208,3 +208,23 @@ def test_a_vips_meter_drops_above_its_rate(rig: Rig) -> None:
         rig.wait_programmed()
     assert "meter=" not in rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-meters",
                                    "br-int")
+
+
+def test_a_drain_deadline_ends_the_drain(rig: Rig) -> None:
+    """The leader makes a draining backend inactive when its deadline passes: its host flows
+    go (what was left of its connections is cut)."""
+    rig.cli("backend", "drain", "web", "tcp:80", VM_IPS[1], "--deadline", "2", "--tenant",
+            "default")
+    drained_at = time.monotonic()
+    try:
+        while rig.services().vips[0].endpoints[0].backends[1].state != "inactive":
+            assert time.monotonic() - drained_at < 8, rig.manager_log()[-2000:]
+            time.sleep(0.2)
+        assert time.monotonic() - drained_at >= 2
+        rig.wait_programmed()
+        out = rig.trace(HV_NS, "br-int", f"in_port=1,tun_id={ip_int(VM_IPS[1])},tcp,"
+                        "nw_src=198.51.100.2,nw_dst=203.0.113.10,tp_src=40000,tp_dst=80")
+        assert "nat(dst=10.9.0.12" not in out, out
+    finally:
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()

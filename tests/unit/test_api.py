@@ -199,3 +199,18 @@ def test_a_tenant_limits_its_vip_and_bad_limits_are_refused(api) -> None:  # typ
     assert service.state.vips[("demo", "web")].rate_limit_pps == 5000
     assert client.put(url, json={"rate_limit_pps": None}, headers=h).status_code == 200
     assert service.state.vips[("demo", "web")].rate_limit_pps is None
+
+
+def test_a_drain_with_a_deadline(api) -> None:  # type: ignore[no-untyped-def]
+    client, service = api
+    h = auth(DEMO_TOKEN)
+    assert client.post("/api/v1/vips", json=web_body(), headers=h).status_code == 201
+    url = "/api/v1/vips/web/endpoints/tcp/80/backends/10.1.0.11/drain"
+    for bad in (0, -1, 10**7, "60", True):
+        r = client.post(url, json={"deadline_s": bad}, headers=h)
+        assert r.status_code == 422 and r.json()["field"] == "deadline_s", (bad, r.text)
+    assert client.post(url, json={"deadline_s": 60}, headers=h).status_code == 200
+    be = service.state.vips[("demo", "web")].endpoints[0].backends[0]
+    assert be.state == "draining" and be.drain_until is not None
+    assert client.post(url, headers=h).status_code == 200  # no body: drains with no deadline
+    assert service.state.vips[("demo", "web")].endpoints[0].backends[0].drain_until is None

@@ -21,6 +21,7 @@ from ananta.controller.state import (
     Tenant,
     UpdateBackend,
     apply_command,
+    expired_drains,
 )
 from tests.unit.fixtures import default_inventory, demo_services
 
@@ -145,3 +146,22 @@ def test_a_snapshot_restores_the_same_state() -> None:
         same = envelope(cmd, op_id=f"{i:032x}")
         assert apply_command(restored, same) == apply_command(state, same)
     assert snapshot(restored) == snapshot(state)
+
+
+def test_a_drain_deadline_makes_the_backend_inactive_once() -> None:
+    state = fresh()
+    assert apply_command(state, envelope(CreateVip(vip=web())))["ok"]
+    dip = web().endpoints[0].backends[0].address
+    drain = UpdateBackend(tenant="demo", vip="web", protocol="tcp", port=80, address=dip,
+                          state="draining", drain_until=1000.0)
+    assert apply_command(state, envelope(drain))["ok"]
+    assert expired_drains(state, now=999.0) == []
+    ((op_id, command),) = expired_drains(state, now=1000.5)
+    restored = copy.deepcopy(state)  # (a snapshot keeps the deadline)
+    assert expired_drains(restored, now=1000.5) == [(op_id, command)]
+    for _ in range(2):  # proposed twice (a retry, another replica): applied once
+        assert apply_command(state, Envelope.model_validate(
+            {"op_id": op_id, "proposed_at": 1000.5, "command": command}))["ok"]
+    be = state.vips[("demo", "web")].endpoints[0].backends[0]
+    assert (be.state, be.drain_until) == ("inactive", None)
+    assert expired_drains(state, now=2000.0) == [] and not state.drain_deadlines
