@@ -38,6 +38,7 @@ from ananta.controller.model import (
     endpoint_key,
     inventory_index,
 )
+from ananta.controller.snat import BLOCK_SIZE, SnatBlock, blocks_covering, first_free_block
 
 MAX_OPERATIONS_KEPT = 10000
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -202,6 +203,10 @@ class ClusterState:
         self.endpoint_owner: dict[str, tuple[str, str]] = {}
         self.index = inventory_index(self.inventory)
         self.drain_deadlines: set[tuple[str, str]] = set()  # VIPs with a drain deadline
+        self.snat: dict[str, tuple[SnatBlock, ...]] = {}  # DIP -> its SNAT port blocks
+        # derived: VIPs each DIP is a backend of; SNAT block starts in use on each VIP
+        self.dip_vips: dict[str, set[tuple[str, str]]] = {}
+        self.snat_used: dict[str, set[int]] = {}
 
     # Raft snapshots pickle the state (and gzip it at level 9): as JSON through pydantic's
     # compiled serializer, pre-compressed fast, it takes a fraction of the time and space that
@@ -216,6 +221,8 @@ class ClusterState:
                 _OPERATIONS.dump_json(list(self.operations.values())), 1),
             "down": sorted(self.down),
             "draining_muxes": sorted(self.draining_muxes),
+            "snat": [[b.vip, b.start, b.size, b.dip]
+                     for blocks in self.snat.values() for b in blocks],
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -244,6 +251,13 @@ class ClusterState:
             endpoint_key(v.address, ep.protocol, ep.port): key
             for key, v in self.vips.items() for ep in v.endpoints}
         self.drain_deadlines = {key for key, v in self.vips.items() if _has_deadline(v)}
+        self.snat, self.snat_used, self.dip_vips = {}, {}, {}
+        for vip, start, size, dip in data.get("snat", ()):
+            self.snat[dip] = (*self.snat.get(dip, ()), SnatBlock(vip, start, size, dip))
+            self.snat_used.setdefault(vip, set()).add(start)
+        for key, v in self.vips.items():
+            for dip in _dips(v):
+                self.dip_vips.setdefault(dip, set()).add(key)
 
     def services(self) -> Services:
         return Services(vips=[self.vips[k] for k in sorted(self.vips)])
@@ -428,7 +442,7 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         if vip is not None:
             # Every rule here depends on the current state (the pool, the inventory, the other
             # VIPs): a well-formed request that breaks one conflicts with that state (409).
-            errors = check_vip(vip, state.index)
+            errors = check_vip(vip, state.index) + _snat_conflicts(state, vip)
             for j, ep in enumerate(vip.endpoints):
                 owner = state.endpoint_owner.get(endpoint_key(vip.address, ep.protocol, ep.port))
                 if owner is not None and owner != key:
@@ -449,6 +463,55 @@ def _apply(state: ClusterState, cmd: Any) -> None:
                 state.drain_deadlines.add(key)
             for ep in vip.endpoints:
                 state.endpoint_owner[endpoint_key(vip.address, ep.protocol, ep.port)] = key
+        before, after = _dips(old) if old else set(), _dips(vip) if vip else set()
+        for dip in before - after:
+            state.dip_vips[dip].discard(key)
+        for dip in after:
+            state.dip_vips.setdefault(dip, set()).add(key)
+        for dip in sorted(before | after):
+            _place_snat(state, dip)
+
+
+def _dips(vip: Vip) -> set[str]:
+    return {be.address for ep in vip.endpoints for be in ep.backends}
+
+
+def _snat_conflicts(state: ClusterState, vip: Vip) -> list[ConfigError]:
+    """A VIP may not serve a port that is in a SNAT block on its address."""
+    errors = []
+    for j, ep in enumerate(vip.endpoints):
+        for dip, blocks in sorted(state.snat.items()):
+            for b in blocks_covering(blocks, vip.address, ep.port):
+                errors.append(ConfigError(f"endpoints[{j}].port", f"port {ep.port} is in the SNAT "
+                                          f"ports {b.start}-{b.end} of {vip.address} given to "
+                                          f"backend {dip}"))
+    return errors
+
+
+def _place_snat(state: ClusterState, dip: str) -> None:
+    """Keep the DIP's blocks on VIPs it still serves; a backend with none gets a first block
+    (on the first of its VIPs, by tenant and name, with one free); a DIP that serves no VIP
+    any more gives its blocks back."""
+    vip_addresses = {state.vips[k].address: k for k in state.dip_vips.get(dip, ())}
+    kept = tuple(b for b in state.snat.get(dip, ()) if b.vip in vip_addresses)
+    for b in state.snat.get(dip, ()):
+        if b not in kept:
+            state.snat_used[b.vip].discard(b.start)
+    if not kept:
+        for key in sorted(vip_addresses.values()):
+            vip = state.vips[key]
+            start = first_free_block(state.snat_used.get(vip.address, ()),
+                                     {ep.port for ep in vip.endpoints})
+            if start is not None:
+                kept = (SnatBlock(vip.address, start, BLOCK_SIZE, dip),)
+                state.snat_used.setdefault(vip.address, set()).add(start)
+                break
+    if kept:
+        state.snat[dip] = kept
+    else:
+        state.snat.pop(dip, None)
+    if not vip_addresses:
+        state.dip_vips.pop(dip, None)
 
 
 def _has_deadline(vip: Vip) -> bool:
