@@ -153,6 +153,11 @@ def _api(args: argparse.Namespace) -> int:
         down = client.call("GET", "/api/v1/health")
         _show(args, down, "\n".join(down) if down else "no backend is reported down")
         return 0
+    if cmd == "snat":
+        blocks = client.call("GET", "/api/v1/snat")
+        _show(args, blocks, "\n".join(f"{b['dip']:15} -> {b['vip']}:{b['start']}-{b['end']}"
+                                      for b in blocks) or "no SNAT block")
+        return 0
     if cmd == "tenant":
         if args.tenant_cmd == "list":
             names = client.call("GET", "/api/v1/tenants")
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cluster", parents=[api], help="Raft status of the replica answering")
     sub.add_parser("health", parents=[api], help="(admin) backends their host agents report down")
+    sub.add_parser("snat", parents=[api], help="(admin) every DIP's SNAT port blocks")
     tenant = sub.add_parser("tenant", help="tenants (admin)")
     tsub = tenant.add_subparsers(dest="tenant_cmd", required=True)
     tsub.add_parser("list", parents=[api])

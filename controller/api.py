@@ -109,6 +109,13 @@ class FieldError(Strict):
 PathPort = Annotated[int, Field(ge=1, le=65535)]
 
 
+class SnatBlockOut(Strict):
+    dip: str
+    vip: str
+    start: int
+    end: int
+
+
 class DrainIn(Strict):
     deadline_s: Annotated[int, Field(ge=1, le=7 * 86400), JsonInteger] | None = None
 
@@ -406,6 +413,12 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         agent_of(who, name)
         return write(who, {"op": "report_health", "host": name,
                            "results": [r.model_dump(mode="json") for r in body.results]})
+
+    @app.get(f"{API}/snat", response_model=list[SnatBlockOut], tags=["snat"])
+    def snat_blocks(who: Admin) -> list[SnatBlockOut]:
+        """Every DIP's SNAT port blocks: its outbound connections leave as VIP:port in them."""
+        return [SnatBlockOut(dip=b.dip, vip=b.vip, start=b.start, end=b.end)
+                for dip in sorted(service.state.snat) for b in service.state.snat[dip]]
 
     @app.get(f"{API}/health", response_model=list[str], tags=["health"])
     def health(who: Admin) -> list[str]:

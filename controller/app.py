@@ -137,9 +137,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 # only the leader programs switches: followers do not compile programs
                 services = cluster.state.services() if leading[0] else None
                 down = frozenset(cluster.state.down)
+                snat = dict(cluster.state.snat)
             elif leading[0] and self.programs_generation != generation:
                 inventory, services, moved = cluster.state.inventory, cluster.state.services(), True
                 down = frozenset(cluster.state.down)
+                snat = dict(cluster.state.snat)
             self.draining = frozenset(cluster.state.draining_muxes)
         with self.lock:
             changed = moved
@@ -149,7 +151,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     self.targets = switch_targets(inventory)
                     self._adopt_known_switches()
                 if services is not None:
-                    self.programs = desired_programs(services, inventory, down)
+                    self.programs = desired_programs(services, inventory, down, snat)
                     self.programs_generation = generation
                     self.owner_of = {f.cookie: f.owner for p in self.programs.values()
                                      for f in p.flows if f.kind in COUNTED_KINDS["phy"]

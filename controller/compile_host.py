@@ -14,6 +14,8 @@ br-phy, table 0: ARP from the uplink teaches table 1 the router's MAC (learn); D
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ananta.bridges import (
     GATEWAY_MAC,
     INT_GRE_OFPORT,
@@ -24,6 +26,7 @@ from ananta.bridges import (
 from ananta.controller.flows import (
     CT_EST,
     CT_INV,
+    CT_NEW,
     CT_RPL,
     CT_TRK,
     ETH_TYPE_ARP,
@@ -48,10 +51,13 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import HostNode, Services, Vm
 from ananta.controller.pipeline import check_flows
+from ananta.controller.snat import SnatBlock
 
 PRIO_SERVICE = 300
 PRIO_PROBE = 250
 PRIO_VM = 200
+PRIO_SNAT = 150
+T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN = 0, 1, 2, 3, 4
 PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
 PRIO_DEFAULT = 0
 PRIO_LEARNED = 10
@@ -106,7 +112,47 @@ def probe_flows(vm: Vm) -> set[Flow]:
     }
 
 
-def compile_host_int(services: Services, host: HostNode) -> SwitchProgram:
+def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
+    """The VM's outbound TCP/UDP connections through conntrack: a new one is committed with its
+    source NATed to VIP:a port of the first block and leaves like DSR replies do; return
+    traffic, which a Mux tunnels here with key = DIP, is NATed back and delivered."""
+    zone, owner = conntrack_zone(vm), f"snat:{vm.address}"
+    block = blocks[0]  # (one block per DIP so far: see snat.py)
+    flows = {
+        Flow(T_SNAT, PRIO_VM,
+             match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
+                   ct_state=(CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_INV)),
+             (Ct(zone=zone, commit=True, nat=Nat(src_address=block.vip,
+                                                 src_ports=(block.start, block.end))),
+              Output(INT_PATCH_OFPORT)), FlowKind.SNAT, owner),
+        Flow(T_SNAT, PRIO_VM - 1,
+             match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
+                   ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL | CT_INV)),
+             (Output(INT_PATCH_OFPORT),), FlowKind.SNAT, owner),
+        Flow(T_SNAT_RETURN, PRIO_VM,
+             match(eth_type=ETH_TYPE_IP, ipv4_dst=vm.address,
+                   ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV)),
+             (SetField("eth_src", GATEWAY_MAC), SetField("eth_dst", vm.mac), Output(vm.ofport)),
+             FlowKind.SNAT, owner),
+    }
+    for protocol, proto in IP_PROTO.items():
+        flows.add(Flow(T_CLASSIFY, PRIO_SNAT,
+                       match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
+                             ipv4_src=vm.address),
+                       (Ct(zone=zone, table=T_SNAT, nat=Nat()),), FlowKind.SNAT, owner))
+        for b in blocks:
+            flows.add(Flow(T_CLASSIFY, PRIO_SERVICE,
+                           match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(vm.address),
+                                 eth_type=ETH_TYPE_IP, ip_proto=proto, ipv4_dst=b.vip,
+                                 **{f"{protocol}_dst": (b.start, b.mask)}),
+                           (Ct(zone=zone, table=T_SNAT_RETURN, nat=Nat()),), FlowKind.SNAT,
+                           owner))
+    return flows
+
+
+def compile_host_int(services: Services, host: HostNode,
+                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
+    """`snat`: each DIP's SNAT port blocks (snat.py)."""
     vms = {vm.address: vm for vm in host.vms}
     flows = {
         Flow(0, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
@@ -120,7 +166,13 @@ def compile_host_int(services: Services, host: HostNode) -> SwitchProgram:
              match(ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV),
                    eth_type=ETH_TYPE_IP),
              (Output(PORT_LOCAL),), FlowKind.PROBE, "probe-reply"),
+        Flow(T_SNAT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_SNAT_RETURN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
     }
+    for vm in host.vms:
+        blocks = (snat or {}).get(vm.address)
+        if blocks:
+            flows |= snat_flows(vm, blocks)
     flows |= {arp_responder(vm) for vm in host.vms}
     for vm in host.vms:
         flows |= probe_flows(vm)

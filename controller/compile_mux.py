@@ -17,6 +17,7 @@ br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 from ananta.bridges import INT_GRE_OFPORT, INT_PATCH_OFPORT, PHY_PATCH_OFPORT, PHY_UPLINK_OFPORT
 from ananta.controller.flows import (
@@ -51,6 +52,7 @@ from ananta.controller.hashing import (
 )
 from ananta.controller.model import Endpoint, Inventory, Services, Vip, backend_key
 from ananta.controller.pipeline import check_flows
+from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200
@@ -193,8 +195,25 @@ def connection_flows(protocol: str) -> set[Flow]:
     }
 
 
+def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> set[Flow]:
+    """Return traffic to a DIP's SNAT block (VIP:port in the block) goes to the DIP's host:
+    one masked flow per block and protocol, no per-connection state."""
+    flows = set()
+    for b in blocks:
+        for protocol, proto in IP_PROTO.items():
+            flows.add(Flow(
+                T_CLASSIFY, PRIO_ENDPOINT,
+                match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_proto=proto,
+                      ipv4_dst=b.vip, **{f"{protocol}_dst": (b.start, b.mask)}),
+                (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(b.dip)),
+                 Output(INT_GRE_OFPORT)),
+                FlowKind.SNAT_RETURN, f"snat:{b.dip}"))
+    return flows
+
+
 def compile_mux_int(services: Services, inv: Inventory,
-                    down: frozenset[str] = frozenset()) -> SwitchProgram:
+                    down: frozenset[str] = frozenset(),
+                    snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-entry"),
@@ -234,6 +253,10 @@ def compile_mux_int(services: Services, inv: Inventory,
                       ipv4_dst=vip.address, **{port_field: ep.port}),
                 (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT,
                 f"select:{endpoint_key(vip, ep)}"))
+    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
+    for dip, blocks in sorted((snat or {}).items()):
+        if dip in host_of:
+            flows |= snat_return_flows(blocks, host_of[dip])
     program = SwitchProgram(frozenset(flows), frozenset(groups), frozenset(meters))
     check_flows("mux", "int", program.flows)
     return program

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,6 +10,7 @@ from ananta.controller.compile_host import compile_host_int, compile_host_phy
 from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
 from ananta.controller.flows import SwitchProgram
 from ananta.controller.model import Inventory, Services
+from ananta.controller.snat import SnatBlock
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,19 @@ def switch_targets(inv: Inventory) -> dict[int, SwitchTarget]:
 
 
 def desired_programs(services: Services, inv: Inventory,
-                     down: frozenset[str] = frozenset()) -> dict[int, SwitchProgram]:
-    """dpid -> program, for every switch of the inventory; `down`: backends reported down."""
+                     down: frozenset[str] = frozenset(),
+                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None,
+                     ) -> dict[int, SwitchProgram]:
+    """dpid -> program, for every switch of the inventory; `down`: backends reported down;
+    `snat`: each DIP's SNAT port blocks."""
     programs: dict[int, SwitchProgram] = {}
     mux_phy = compile_mux_phy(services)
-    mux_int = compile_mux_int(services, inv, down)
+    mux_int = compile_mux_int(services, inv, down, snat)
     for mux in inv.muxes:
         programs[int(mux.datapath_ids.phy, 16)] = mux_phy
         programs[int(mux.datapath_ids.int, 16)] = mux_int
     host_phy = compile_host_phy()
     for host in inv.hosts:
         programs[int(host.datapath_ids.phy, 16)] = host_phy
-        programs[int(host.datapath_ids.int, 16)] = compile_host_int(services, host)
+        programs[int(host.datapath_ids.int, 16)] = compile_host_int(services, host, snat)
     return programs

@@ -47,6 +47,8 @@ class FlowKind(enum.IntEnum):
     ROUTER_MAC = 8  # host br-phy: learn the router's MAC, send DSR replies to it
     PROBE = 9  # host br-int: the host agent's health probes to its VMs, and their replies
     CONNECTION = 10  # mux br-int: per-connection entries pinning a connection to its DIP
+    SNAT = 11  # host br-int: a DIP's outbound connections leave as VIP:port of its blocks
+    SNAT_RETURN = 12  # mux br-int: return traffic to a SNAT block goes to the DIP's host
 
 
 Match = tuple[tuple[str, Any], ...]
@@ -75,10 +77,13 @@ class GroupAction:
 
 @dataclass(frozen=True)
 class Nat:
-    """Conntrack NAT: with no address, applies the connection's existing (reverse) binding."""
+    """Conntrack NAT: DNAT to dst_address:dst_port, or SNAT to src_address with a port in
+    src_ports (min, max); with neither, applies the connection's existing binding."""
 
     dst_address: str | None = None
     dst_port: int | None = None
+    src_address: str | None = None
+    src_ports: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

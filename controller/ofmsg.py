@@ -31,6 +31,7 @@ from ananta.controller.flows import (
     lease_cookie,
 )
 
+NX_NAT_F_SRC = 1 << 0
 NX_NAT_F_DST = 1 << 1
 # OVS's group property choosing the select method (struct ntr_group_prop_selection_method):
 # type, length, experimenter, exp_type, pad, method[16], param, then each hashed field as
@@ -89,6 +90,12 @@ def _action(action: Action) -> list[Any]:
                     flags=NX_NAT_F_DST,
                     range_ipv4_min=nat.dst_address, range_ipv4_max=nat.dst_address,
                     range_proto_min=nat.dst_port, range_proto_max=nat.dst_port))
+            elif nat.src_address is not None:
+                low, high = nat.src_ports or (None, None)
+                nat_actions.append(parser.NXActionNAT(
+                    flags=NX_NAT_F_SRC,
+                    range_ipv4_min=nat.src_address, range_ipv4_max=nat.src_address,
+                    range_proto_min=low, range_proto_max=high))
             else:
                 nat_actions.append(parser.NXActionNAT(flags=0))
         return [parser.NXActionCT(

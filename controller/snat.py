@@ -14,8 +14,9 @@ replica computes the same blocks from the same log.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 SNAT_PORT_MIN = 1024
 BLOCK_SIZE = 256
@@ -50,6 +51,15 @@ def first_free_block(used: Iterable[int], reserved_ports: Iterable[int],
             return start
         start += size
     return None
+
+
+def blocks_by_dip(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[SnatBlock, ...]]:
+    """DIP -> blocks, from the API's list (GET /api/v1/snat: dip, vip, start, end)."""
+    out: dict[str, tuple[SnatBlock, ...]] = {}
+    for r in rows:
+        block = SnatBlock(r["vip"], r["start"], r["end"] - r["start"] + 1, r["dip"])
+        out[r["dip"]] = (*out.get(r["dip"], ()), block)
+    return out
 
 
 def blocks_covering(blocks: Iterable[SnatBlock], vip: str, port: int) -> list[SnatBlock]:

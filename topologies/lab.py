@@ -26,6 +26,7 @@ from ananta.config import load_yaml_file, parse_yaml_text
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
 from ananta.controller.model import Services, check_services
+from ananta.controller.snat import SnatBlock, blocks_by_dip
 from ananta.ofctl_dump import GroupSummary, cookies_in_flow_dump, group_summary, groups_in_dump
 from ananta.shell import CommandFailed, run
 from ananta.topologies import configs
@@ -313,10 +314,15 @@ def cluster_down(plan: LabPlan) -> frozenset[str]:
     return frozenset(json.loads(api(plan, "health", "--json")))
 
 
+def cluster_snat(plan: LabPlan) -> dict[str, tuple[SnatBlock, ...]]:
+    """Each DIP's SNAT port blocks, as the cluster has them."""
+    return blocks_by_dip(json.loads(api(plan, "snat", "--json")))
+
+
 def switch_problems(plan: LabPlan, services: Services) -> list[str]:
     """Every switch holds exactly its desired flows (by cookie) and groups (buckets, weights)."""
     inv = configs.inventory(plan)
-    programs = desired_programs(services, inv, cluster_down(plan))
+    programs = desired_programs(services, inv, cluster_down(plan), cluster_snat(plan))
     problems = []
     for dpid, target in switch_targets(inv).items():
         state = switch_state(plan, target.node, f"br-{target.bridge}")

@@ -26,6 +26,7 @@ import yaml
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
 from ananta.controller.model import Inventory, Services
+from ananta.controller.snat import blocks_by_dip
 from ananta.ofctl_dump import (
     GroupSummary,
     cookies_in_flow_dump,
@@ -208,7 +209,8 @@ class Rig:
             current = self.services()
         except AssertionError:  # the API is not answering (yet)
             return False
-        programs = desired_programs(current, self.inventory)
+        snat = blocks_by_dip(json.loads(self.cli("snat", "--json").stdout))
+        programs = desired_programs(current, self.inventory, snat=snat)
         for dpid, target in switch_targets(self.inventory).items():
             ns = MUX_NS if target.role == "mux" else HV_NS
             ours = {c for c in self.cookies(ns, f"br-{target.bridge}") if is_ours(c)}

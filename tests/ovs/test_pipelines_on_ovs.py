@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import re
 import time
@@ -228,3 +229,22 @@ def test_a_drain_deadline_ends_the_drain(rig: Rig) -> None:
     finally:
         assert rig.write_services(services()).returncode == 0
         rig.wait_programmed()
+
+
+def test_a_vms_outbound_connection_leaves_as_vip_port_of_its_snat_block(rig: Rig) -> None:
+    blocks = json.loads(rig.cli("snat", "--json").stdout)
+    block = next(b for b in blocks if b["dip"] == VM_IPS[0])
+    assert block["vip"] == "203.0.113.10" and block["start"] >= 1024
+    out = rig.trace(HV_NS, "br-int", f"in_port=10,tcp,nw_src={VM_IPS[0]},nw_dst=198.51.100.99,"
+                    "tp_src=40000,tp_dst=9000,tcp_flags=0x002")
+    assert (f"ct(commit,zone=10,nat(src=203.0.113.10:{block['start']}-{block['end']}))"
+            in out), out
+    # the return traffic: each Mux sends the block to the DIP's host, keyed by the DIP
+    port = block["start"] + 7
+    out = rig.trace(MUX_NS, "br-phy", "in_port=1,tcp,nw_src=198.51.100.99,nw_dst=203.0.113.10,"
+                    f"tp_src=9000,tp_dst={port}")
+    assert f"set_field:{UNDERLAY[HV_NS]}->tun_dst" in out, out
+    assert f"set_field:{ip_int(VM_IPS[0]):#x}->tun_id" in out, out
+    out = rig.trace(HV_NS, "br-int", f"in_port=1,tun_id={ip_int(VM_IPS[0])},tcp,"
+                    f"nw_src=198.51.100.99,nw_dst=203.0.113.10,tp_src=9000,tp_dst={port}")
+    assert "ct(table=4,zone=10,nat)" in out, out

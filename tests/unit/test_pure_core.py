@@ -12,6 +12,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from ananta.controller import ofmsg
 from ananta.controller.desired import desired_programs
+from ananta.controller.snat import SnatBlock
 from tests.unit.fixtures import default_inventory, demo_services
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -51,7 +52,9 @@ def test_every_compiled_flow_and_group_encodes() -> None:
     services = services.model_copy(update={"vips": [
         services.vips[0].model_copy(update={"rate_limit_pps": 5000})]})
     meters = 0
-    for program in desired_programs(services, default_inventory()).values():
+    snat = {be.address: (SnatBlock(services.vips[0].address, 1024 + 256 * i, 256, be.address),)
+            for i, be in enumerate(services.vips[0].endpoints[0].backends)}
+    for program in desired_programs(services, default_inventory(), snat=snat).values():
         for meter in program.meters:
             for msg in (ofmsg.meter_add(dp, meter), ofmsg.meter_delete(dp, meter.meter_id)):
                 msg.xid = 1
