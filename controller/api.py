@@ -116,6 +116,15 @@ class SnatBlockOut(Strict):
     end: int
 
 
+class SnatRequestIn(Strict):
+    dip: IPv4
+
+
+class SnatReleaseIn(Strict):
+    dip: IPv4
+    start: Annotated[int, Field(ge=0, le=65535), JsonInteger]
+
+
 class DrainIn(Strict):
     deadline_s: Annotated[int, Field(ge=1, le=7 * 86400), JsonInteger] | None = None
 
@@ -413,6 +422,33 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         agent_of(who, name)
         return write(who, {"op": "report_health", "host": name,
                            "results": [r.model_dump(mode="json") for r in body.results]})
+
+    @app.post(f"{API}/hosts/{{name}}/snat-requests", response_model=OperationOut,
+              tags=["snat"])
+    def request_snat_block(name: Name, body: SnatRequestIn, who: Any_) -> OperationOut:
+        """A host agent asks for one more SNAT block for one of its DIPs (429: the DIP or its
+        tenant has as many as it may; 409: the VIP's port space is full)."""
+        agent_of(who, name)
+        return write(who, {"op": "request_snat_block", "host": name, "dip": body.dip})
+
+    @app.post(f"{API}/hosts/{{name}}/snat-releases", response_model=OperationOut,
+              tags=["snat"])
+    def release_snat_block(name: Name, body: SnatReleaseIn, who: Any_) -> OperationOut:
+        """A host agent gives back an idle extra SNAT block of one of its DIPs."""
+        agent_of(who, name)
+        return write(who, {"op": "release_snat_block", "host": name, "dip": body.dip,
+                           "start": body.start})
+
+    @app.get(f"{API}/hosts/{{name}}/snat", response_model=list[SnatBlockOut], tags=["snat"])
+    def host_snat_blocks(name: Name, who: Any_) -> list[SnatBlockOut]:
+        """The SNAT blocks of the host's DIPs (its agent watches how full they are)."""
+        if who.role != "admin":
+            agent_of(who, name)
+        host = next((h for h in service.state.inventory.hosts if h.name == name), None)
+        if host is None:
+            raise HTTPException(404, {"error": f"no host {name!r}", "field": "name"})
+        return [SnatBlockOut(dip=b.dip, vip=b.vip, start=b.start, end=b.end)
+                for vm in host.vms for b in service.state.snat.get(vm.address, ())]
 
     @app.get(f"{API}/snat", response_model=list[SnatBlockOut], tags=["snat"])
     def snat_blocks(who: Admin) -> list[SnatBlockOut]:

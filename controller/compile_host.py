@@ -51,7 +51,7 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import HostNode, Services, Vm
 from ananta.controller.pipeline import check_flows
-from ananta.controller.snat import SnatBlock
+from ananta.controller.snat import SnatBlock, port_ranges, range_bins
 
 PRIO_SERVICE = 300
 PRIO_PROBE = 250
@@ -114,17 +114,13 @@ def probe_flows(vm: Vm) -> set[Flow]:
 
 def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
     """The VM's outbound TCP/UDP connections through conntrack: a new one is committed with its
-    source NATed to VIP:a port of the first block and leaves like DSR replies do; return
-    traffic, which a Mux tunnels here with key = DIP, is NATed back and delivered."""
-    zone, owner = conntrack_zone(vm), f"snat:{vm.address}"
-    block = blocks[0]  # (one block per DIP so far: see snat.py)
+    source NATed to VIP:a port of its blocks and leaves like DSR replies do; return traffic,
+    which a Mux tunnels here with key = DIP, is NATed back and delivered. Blocks that make
+    one range of ports are one NAT range; several ranges share new connections by the low
+    bits of the VM's source port, in proportion to their sizes."""
+    zone, owner, vip = conntrack_zone(vm), f"snat:{vm.address}", blocks[0].vip
+    new = (CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_INV)
     flows = {
-        Flow(T_SNAT, PRIO_VM,
-             match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
-                   ct_state=(CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_INV)),
-             (Ct(zone=zone, commit=True, nat=Nat(src_address=block.vip,
-                                                 src_ports=(block.start, block.end))),
-              Output(INT_PATCH_OFPORT)), FlowKind.SNAT, owner),
         Flow(T_SNAT, PRIO_VM - 1,
              match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
                    ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL | CT_INV)),
@@ -135,6 +131,9 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
              (SetField("eth_src", GATEWAY_MAC), SetField("eth_dst", vm.mac), Output(vm.ofport)),
              FlowKind.SNAT, owner),
     }
+    ranges = port_ranges(blocks)
+    bins = range_bins(ranges) if len(ranges) > 1 else [0]
+    bits = (len(bins) - 1).bit_length()
     for protocol, proto in IP_PROTO.items():
         flows.add(Flow(T_CLASSIFY, PRIO_SNAT,
                        match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
@@ -147,6 +146,15 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
                                  **{f"{protocol}_dst": (b.start, b.mask)}),
                            (Ct(zone=zone, table=T_SNAT_RETURN, nat=Nat()),), FlowKind.SNAT,
                            owner))
+        for i, r in enumerate(bins):
+            low, high = ranges[r]
+            by_port = {f"{protocol}_src": (i, (1 << bits) - 1)} if bits else {}
+            flows.add(Flow(T_SNAT, PRIO_VM,
+                           match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
+                                 ct_state=new, **by_port),
+                           (Ct(zone=zone, commit=True,
+                               nat=Nat(src_address=vip, src_ports=(low, high))),
+                            Output(INT_PATCH_OFPORT)), FlowKind.SNAT, owner))
     return flows
 
 

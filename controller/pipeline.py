@@ -62,7 +62,7 @@ HOST_INT = (
     _t(2, "probe_reply", "ct_state eth_type",
        "a VM's packets to its gateway address reach the host (LOCAL) only as replies to the "
        "host agent's health probes"),
-    _t(3, "snat", "in_port ct_state eth_type",
+    _t(3, "snat", "in_port ct_state eth_type ip_proto tcp_src udp_src",
        "a VM's outbound connection: a new one is committed with source VIP:port of its SNAT "
        "block; new and established ones leave through br-phy (like DSR replies)"),
     _t(4, "snat_return", "ct_state eth_type ipv4_dst",

@@ -38,7 +38,14 @@ from ananta.controller.model import (
     endpoint_key,
     inventory_index,
 )
-from ananta.controller.snat import BLOCK_SIZE, SnatBlock, blocks_covering, first_free_block
+from ananta.controller.snat import (
+    BLOCK_SIZE,
+    MAX_BLOCKS_PER_DIP,
+    MAX_BLOCKS_PER_TENANT,
+    SnatBlock,
+    blocks_covering,
+    first_free_block,
+)
 
 MAX_OPERATIONS_KEPT = 10000
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -132,6 +139,23 @@ class RemoveBackend(StrictModel):
     address: str
 
 
+class RequestSnatBlock(StrictModel):
+    """A host agent asks for one more SNAT block for a DIP of its own (its ports run short)."""
+
+    op: Literal["request_snat_block"] = "request_snat_block"
+    host: Name
+    dip: IPv4
+
+
+class ReleaseSnatBlock(StrictModel):
+    """A host agent gives back an idle extra SNAT block (never a DIP's last one)."""
+
+    op: Literal["release_snat_block"] = "release_snat_block"
+    host: Name
+    dip: IPv4
+    start: Annotated[int, Field(ge=0, le=65535), JsonInteger]
+
+
 class SetVipRateLimit(StrictModel):
     op: Literal["set_vip_rate_limit"] = "set_vip_rate_limit"
     tenant: Name
@@ -165,7 +189,7 @@ class SetMuxDrain(StrictModel):
 Command = Annotated[
     SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
     | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth | SetMuxDrain
-    | SetVipRateLimit,
+    | SetVipRateLimit | RequestSnatBlock | ReleaseSnatBlock,
     Field(discriminator="op"),
 ]
 
@@ -378,6 +402,8 @@ def _target(cmd: Any) -> tuple[str | None, str]:
         return None, f"health/{cmd.host}"
     if isinstance(cmd, SetMuxDrain):
         return None, f"mux/{cmd.mux}"
+    if isinstance(cmd, RequestSnatBlock | ReleaseSnatBlock):
+        return None, f"snat/{cmd.dip}"
     if isinstance(cmd, PutTenant):
         return cmd.tenant.name, f"tenant/{cmd.tenant.name}"
     if isinstance(cmd, DeleteTenant):
@@ -426,6 +452,21 @@ def _apply(state: ClusterState, cmd: Any) -> None:
                                    f"results.{i}.address")
         for r in cmd.results:
             (state.down.discard if r.up else state.down.add)(backend_key(r.address, r.port))
+    elif isinstance(cmd, RequestSnatBlock | ReleaseSnatBlock):
+        _own_vm(state, cmd.host, cmd.dip)
+        blocks = state.snat.get(cmd.dip, ())
+        if not blocks:
+            raise CommandError(409, f"{cmd.dip} has no SNAT block (not a backend?)", "dip")
+        if isinstance(cmd, RequestSnatBlock):
+            _extra_snat_block(state, cmd.dip, blocks)
+        else:
+            gone = next((b for b in blocks if b.start == cmd.start), None)
+            if gone is None:
+                raise CommandError(404, f"{cmd.dip} has no SNAT block at {cmd.start}", "start")
+            if len(blocks) == 1:
+                raise CommandError(409, f"{cmd.dip} keeps its last SNAT block", "start")
+            state.snat[cmd.dip] = tuple(b for b in blocks if b is not gone)
+            state.snat_used[gone.vip].discard(gone.start)
     elif isinstance(cmd, SetMuxDrain):
         if not any(m.name == cmd.mux for m in state.inventory.muxes):
             raise CommandError(404, f"no Mux {cmd.mux!r}", "mux")
@@ -514,6 +555,37 @@ def _place_snat(state: ClusterState, dip: str) -> None:
         state.dip_vips.pop(dip, None)
 
 
+def _own_vm(state: ClusterState, host_name: str, address: str) -> None:
+    host = next((h for h in state.inventory.hosts if h.name == host_name), None)
+    if host is None:
+        raise CommandError(404, f"no host {host_name!r}", "host")
+    if address not in {vm.address for vm in host.vms}:
+        raise CommandError(403, f"{address} is not a VM of host {host_name!r}", "dip")
+
+
+def _extra_snat_block(state: ClusterState, dip: str, blocks: tuple[SnatBlock, ...]) -> None:
+    """One more block on the DIP's VIP, right after its last one when free (one range)."""
+    if len(blocks) >= MAX_BLOCKS_PER_DIP:
+        raise CommandError(429, f"{dip} has {len(blocks)} SNAT blocks, the most a DIP may "
+                           "have", "dip")
+    vip_address = blocks[0].vip
+    key = next(k for k in sorted(state.dip_vips[dip]) if state.vips[k].address == vip_address)
+    tenant = key[0]
+    tenant_blocks = sum(len(state.snat.get(d, ())) for (t, _), v in state.vips.items()
+                        if t == tenant for d in _dips(v))
+    if tenant_blocks >= MAX_BLOCKS_PER_TENANT:
+        raise CommandError(429, f"tenant {tenant!r} has {tenant_blocks} SNAT blocks, its cap",
+                           "dip")
+    vip = state.vips[key]
+    start = first_free_block(state.snat_used.get(vip_address, ()),
+                             {ep.port for ep in vip.endpoints}, BLOCK_SIZE,
+                             after=max(b.start for b in blocks))
+    if start is None:
+        raise CommandError(409, f"no free SNAT block left on {vip_address}", "dip")
+    state.snat[dip] = (*blocks, SnatBlock(vip_address, start, BLOCK_SIZE, dip))
+    state.snat_used.setdefault(vip_address, set()).add(start)
+
+
 def _has_deadline(vip: Vip) -> bool:
     return any(be.drain_until is not None for ep in vip.endpoints for be in ep.backends)
 
@@ -556,6 +628,8 @@ def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
         affected = tuple(m.name for m in state.inventory.muxes)
     elif isinstance(cmd, SetMuxDrain):
         affected = (cmd.mux,)
+    elif isinstance(cmd, RequestSnatBlock | ReleaseSnatBlock):
+        affected = (*(m.name for m in state.inventory.muxes), cmd.host)
     state.generation += 1
     state.operations[envelope.op_id] = Operation(
         op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,

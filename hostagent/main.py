@@ -13,7 +13,9 @@ import sys
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.hostagent.config import HostAgentConfig, load_hostagent_config
+from ananta.hostagent.manager_api import ManagerApi
 from ananta.hostagent.monitor import HealthMonitor
+from ananta.hostagent.snat_watch import SnatWatch
 from ananta.node import probe_port_commands
 from ananta.shell import run
 
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.manager_api and not args.once:
         with open(config.agent_token_file or "", encoding="utf-8") as fh:
             token = fh.readline().strip()
-        HealthMonitor(config.name, config.manager_api, token).start()
+        api = ManagerApi(config.manager_api, token)
+        HealthMonitor(config.name, api).start()
+        SnatWatch(config.name, ManagerApi(config.manager_api, token), ovs_env(config)).start()
 
     return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config),
                           extra=probe_port_commands(config.probe_addresses))

@@ -19,12 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from ananta.hostagent.manager_api import ManagerApi
 from ananta.hostagent.probe import ProbeState, step
 
 LOG = logging.getLogger("ananta.hostagent.health")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
 POLL_INTERVAL = 2.0
 
 
@@ -57,28 +55,14 @@ def probe(address: str, port: int, check: dict[str, Any]) -> bool:
 
 
 class HealthMonitor:
-    def __init__(self, host: str, api_urls: list[str], token: str):
-        self.host, self.urls = host, list(api_urls)
-        self.http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
+    def __init__(self, host: str, api: ManagerApi):
+        self.host, self.call = host, api.call
         self.targets: dict[str, Target] = {}
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe")
         self.next_poll = 0.0
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="health-monitor", daemon=True).start()
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        for url in list(self.urls):
-            try:
-                r = self.http.request(method, url + path, json=body)
-            except httpx.HTTPError:
-                continue
-            self.urls.remove(url)
-            self.urls.insert(0, url)
-            if r.status_code >= 400:
-                raise RuntimeError(f"{method} {path}: HTTP {r.status_code} {r.text[:200]}")
-            return r.json()
-        raise RuntimeError("no Manager API replica answers")
 
     def poll_targets(self, now: float) -> None:
         wanted = self.call("GET", f"/api/v1/hosts/{self.host}/checks")

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ananta.controller.model import Inventory
-from ananta.controller.snat import BLOCK_SIZE, SNAT_PORT_MIN, first_free_block
+from ananta.controller.snat import (
+    BLOCK_SIZE,
+    MAX_BLOCKS_PER_DIP,
+    SNAT_PORT_MIN,
+    first_free_block,
+    range_bins,
+)
 from ananta.controller.state import ClusterState, Envelope, apply_command
 
 VIP = "203.0.113.10"
@@ -67,7 +73,7 @@ def test_every_backend_gets_an_aligned_block_of_its_vip() -> None:
     state = fresh()
     assert run(state, {"op": "create_vip", "vip": vip("web", VIP, DIPS[:4])})["ok"]
     starts = sorted(b.start for bs in state.snat.values() for b in bs)
-    assert starts == [1024, 1280, 1536, 1792]
+    assert starts == [1024, 2048, 3072, 4096]  # each with room to grow in one range
     check_invariants(state)
 
 
@@ -107,7 +113,11 @@ def test_an_endpoint_on_a_snat_port_is_refused_and_changes_nothing() -> None:
 
 
 def test_blocks_avoid_the_vips_ports_and_run_out_cleanly() -> None:
-    assert first_free_block([], [1024, 1300]) == 1536
+    assert first_free_block([], [1024, 1300]) == 2048  # a first block: room to grow
+    assert first_free_block([], [1024, 1300], after=1024) == 1536  # an extra: the next free
+    assert first_free_block([1024], [], after=1024) == 1280  # adjacent when free
+    assert range_bins([(1024, 2047), (4096, 4351)]) == [0] * 13 + [1] * 3
+    assert range_bins([(1024, 1279)] * 3) == [0] * 6 + [1] * 5 + [2] * 5
     everything = range(SNAT_PORT_MIN, 65536, BLOCK_SIZE)
     assert first_free_block(everything, []) is None
     assert len(everything) == 252
@@ -137,3 +147,33 @@ def test_blocks_never_overlap_whatever_the_changes(steps: list[tuple[str, int]])
             run(state, {"op": "remove_backend", "tenant": "default", "vip": "web",
                         "protocol": "tcp", "port": 80, "address": DIPS[i]})
         check_invariants(state)
+
+
+def test_a_host_agent_gets_adjacent_blocks_up_to_the_cap_and_gives_them_back() -> None:
+    state = fresh()
+    assert run(state, {"op": "create_vip", "vip": vip("web", VIP, DIPS[:2])})["ok"]
+    first = state.snat[DIPS[0]][0]
+    req = {"op": "request_snat_block", "host": "hv1", "dip": DIPS[0]}
+    assert run(state, req)["ok"]
+    second = state.snat[DIPS[0]][1]
+    # DIPS[1] holds first.start + 256, so the next free one comes after it
+    assert second.start not in (first.start, state.snat[DIPS[1]][0].start)
+    assert run(state, req)["ok"]
+    assert state.snat[DIPS[0]][2].start == second.start + 256  # adjacent when free: one range
+    check_blocks = [b for bs in state.snat.values() for b in bs]
+    assert len({(b.vip, b.start) for b in check_blocks}) == len(check_blocks)
+    assert run(state, {**req, "host": "hv9"})["status"] == 404
+    other = run(state, {**req, "dip": "10.9.9.9"})
+    assert other["status"] == 403 and other["path"] == "dip"
+    while len(state.snat[DIPS[0]]) < MAX_BLOCKS_PER_DIP:
+        assert run(state, req)["ok"]
+    capped = run(state, req)
+    assert capped["status"] == 429 and "most" in capped["error"]
+    release = {"op": "release_snat_block", "host": "hv1", "dip": DIPS[0]}
+    assert run(state, {**release, "start": second.start})["ok"]
+    assert second not in state.snat[DIPS[0]] and second.start not in state.snat_used[VIP]
+    assert run(state, {**release, "start": 1})["status"] == 404
+    while len(state.snat[DIPS[0]]) > 1:
+        assert run(state, {**release, "start": state.snat[DIPS[0]][-1].start})["ok"]
+    last = run(state, {**release, "start": first.start})
+    assert last["status"] == 409  # a DIP keeps its last block
