@@ -62,6 +62,7 @@ def main() -> None:
     cn.add_argument("--count", type=int, default=10)
     cn.add_argument("--parallel", type=int, default=1)
     cn.add_argument("--timeout", type=float, default=5.0)
+    cn.add_argument("--times", action="store_true", help="also print every connect time")
     args = ap.parse_args()
     if args.cmd == "serve":
         with Server(("0.0.0.0", args.port), Reporter) as server:
@@ -80,9 +81,11 @@ def main() -> None:
         seen[ip] = seen.get(ip, 0) + 1
         ports.append(int(port))
         times.append(ms)
-    print(json.dumps({"sent": args.count, "failures": failures, "seen_from": seen,
-                      "ports": ports, "connect_ms": {"p50": percentile(times, 50),
-                                                     "p99": percentile(times, 99)}}))
+    out = {"sent": args.count, "failures": failures, "seen_from": seen, "ports": ports,
+           "connect_ms": {"p50": percentile(times, 50), "p99": percentile(times, 99)}}
+    if args.times:
+        out["times_ms"] = times
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
