@@ -57,7 +57,7 @@ PRIO_SERVICE = 300
 PRIO_PROBE = 250
 PRIO_VM = 200
 PRIO_SNAT = 150
-T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN = 0, 1, 2, 3, 4
+T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN, T_SNAT_OUT = 0, 1, 2, 3, 4, 5
 PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
 PRIO_DEFAULT = 0
 PRIO_LEARNED = 10
@@ -125,6 +125,10 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
              match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
                    ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL | CT_INV)),
              (Output(INT_PATCH_OFPORT),), FlowKind.SNAT, owner),
+        # only what conntrack NATed leaves: a connection that found no free port (its SYN is
+        # retransmitted once the agent got a block more) must not leak out as DIP:port
+        Flow(T_SNAT_OUT, PRIO_VM, match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ipv4_src=vip),
+             (Output(INT_PATCH_OFPORT),), FlowKind.SNAT, owner),
         Flow(T_SNAT_RETURN, PRIO_VM,
              match(eth_type=ETH_TYPE_IP, ipv4_dst=vm.address,
                    ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV)),
@@ -152,9 +156,9 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
             flows.add(Flow(T_SNAT, PRIO_VM,
                            match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
                                  ct_state=new, **by_port),
-                           (Ct(zone=zone, commit=True,
-                               nat=Nat(src_address=vip, src_ports=(low, high))),
-                            Output(INT_PATCH_OFPORT)), FlowKind.SNAT, owner))
+                           (Ct(zone=zone, commit=True, table=T_SNAT_OUT,
+                               nat=Nat(src_address=vip, src_ports=(low, high))),),
+                           FlowKind.SNAT, owner))
     return flows
 
 
@@ -176,6 +180,7 @@ def compile_host_int(services: Services, host: HostNode,
              (Output(PORT_LOCAL),), FlowKind.PROBE, "probe-reply"),
         Flow(T_SNAT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_SNAT_RETURN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_SNAT_OUT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-snat-port"),
     }
     for vm in host.vms:
         blocks = (snat or {}).get(vm.address)

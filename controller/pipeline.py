@@ -67,6 +67,9 @@ HOST_INT = (
        "block; new and established ones leave through br-phy (like DSR replies)"),
     _t(4, "snat_return", "ct_state eth_type ipv4_dst",
        "return traffic of a SNAT connection, NATed back to DIP:port, to the VM"),
+    _t(5, "snat_out", "in_port eth_type ipv4_src",
+       "a new SNAT connection leaves only if conntrack found it a port (source is the VIP); "
+       "otherwise it is dropped (and counted) until the agent gets one more block"),
 )
 
 PIPELINES = {

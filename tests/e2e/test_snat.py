@@ -10,6 +10,7 @@ import time
 
 from ananta.controller.flows import FlowKind, kind_cookie
 from ananta.topologies import lab
+from ananta.topologies.checks import UplinkCapture
 
 VIP, DIP, OUTSIDE, PORT = "203.0.113.10", "10.1.0.11", "198.51.100.2", 9000
 
@@ -21,6 +22,7 @@ def test_outbound_connections_leave_as_vip_ports_and_come_back_through_a_mux(
     server = subprocess.Popen(["ip", "netns", "exec", plan.nodes["client1"].namespace,
                                sys.executable, "-m", "ananta.topologies.snatcheck", "serve",
                                "--port", str(PORT)])
+    leaks = UplinkCapture(plan, "hv1", DIP)  # a DIP source must never leave the host
     try:
         time.sleep(0.5)
         out = lab.ns_run(plan, "vm1", [sys.executable, "-m", "ananta.topologies.snatcheck",
@@ -44,5 +46,7 @@ def test_outbound_connections_leave_as_vip_ports_and_come_back_through_a_mux(
             returned += sum(int(x.split("=")[1].rstrip(","))
                             for x in dump.split() if x.startswith("n_packets="))
         assert returned >= 1000, returned
+        assert leaks.stop() == 0  # connections that waited for a port were dropped, not leaked
     finally:
         server.kill()
+        leaks.proc.kill()
