@@ -47,7 +47,12 @@ def read_phy_dump(text: str) -> PhyView:
     return PhyView(frozenset(vips), lease, packets)
 
 
-DRAIN_PREPEND = 3  # extra copies of our AS on a draining Mux's routes: routers prefer others
+# Extra copies of our AS on a draining Mux's routes. One is enough for every router above the
+# Mux's leaf to prefer the other Muxes (their paths are shorter), and few enough that the leaf
+# itself keeps its direct route (its way around, via a spine, is longer still): with more,
+# the leaf turned to the spines while they still sent it the VIP's traffic, a micro-loop that
+# cost a few requests (ICMP time exceeded) in about half of the drains.
+DRAIN_PREPEND = 1
 
 
 def routes_wanted(view: PhyView | None, failed_polls: int, failures_before_withdraw: int,

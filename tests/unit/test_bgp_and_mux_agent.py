@@ -14,8 +14,8 @@ def test_route_changes_withdraw_first_then_announce() -> None:
     assert route_changes({"203.0.113.2": 0}, {"203.0.113.2": 0}) == []
     assert announce("203.0.113.10") == "announce route 203.0.113.10/32 next-hop self"
     # draining: the same routes again, with a longer AS path
-    assert route_changes({"203.0.113.2": 0}, {"203.0.113.2": 3}, 65100) == [
-        "announce route 203.0.113.2/32 next-hop self as-path [ 65100 65100 65100 65100 ]"]
+    assert route_changes({"203.0.113.2": 0}, {"203.0.113.2": 1}, 65100) == [
+        "announce route 203.0.113.2/32 next-hop self as-path [ 65100 65100 ]"]
 
 
 def test_exabgp_config_has_neighbor_process_and_hold_time() -> None:
