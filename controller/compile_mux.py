@@ -56,23 +56,27 @@ from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200
+PRIO_NEW_SYN = 200
 PRIO_TRUSTED = 110
 PRIO_UNTRUSTED = 100
 PRIO_DEFAULT = 0
 
 T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD = 0, 1, 2, 3, 4
-# Connection entries (table 1). The first packet of a connection (for TCP, usually a SYN)
-# creates an untrusted entry that lives UNTRUSTED_IDLE_S without traffic; the connection's
-# next packet that is not a SYN (the handshake's ACK; any second datagram for UDP) confirms
-# it as a trusted entry with the longer idle timeout. A SYN flood thus leaves only entries
-# that expire in seconds. An entry that saw a FIN or RST expires FIN_IDLE_S after its last
-# packet. An expired entry's next packet is hashed again (same DIP unless the set changed).
+# Connection entries (table 1). The first packet of a connection (for TCP, a SYN) learns an
+# untrusted entry that lives UNTRUSTED_IDLE_S without traffic; the connection's next packet
+# that is not a SYN (the handshake's ACK; any second datagram for UDP) learns a trusted entry
+# (higher priority: OVS's learn() keeps an existing flow's timeouts, so the untrusted one
+# cannot be promoted in place) with the longer idle timeout. A SYN flood thus leaves only
+# entries that expire in seconds. An entry that saw a FIN or RST expires FIN_IDLE_S after its
+# last packet. A SYN never uses an entry: it is hashed again and re-learns the untrusted
+# one, so a new connection that reuses an old one's 5-tuple does not follow its stale
+# untrusted entry to a backend that has gone since.
 UNTRUSTED_IDLE_S = 10
 TRUSTED_IDLE_S = 300
 FIN_IDLE_S = 5
 TRUST_REG = "reg3"  # set by a connection entry: 0 none, 1 untrusted, 2 trusted
 UNTRUSTED, TRUSTED = 1, 2
-TCP_SYN = 0x002
+TCP_SYN, TCP_ACK = 0x002, 0x010
 _CONNECTION_FIELDS = (("ipv4_src", 32), ("ipv4_dst", 32))
 _TUNNEL_LOADS = (LearnLoad("tunnel_id", "tunnel_id", 64),
                  LearnLoad("tun_ipv4_dst", "tun_ipv4_dst", 32))
@@ -217,6 +221,10 @@ def compile_mux_int(services: Services, inv: Inventory,
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-entry"),
+        Flow(T_CONNECTIONS, PRIO_NEW_SYN,
+             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
+                   tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
+             (), FlowKind.DEFAULT, "syn-is-new"),
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),

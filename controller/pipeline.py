@@ -32,9 +32,9 @@ MUX_INT = (
     _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a VIP endpoint's packets look up their connection (table 1), then go on to table 4; "
        "a VIP port with no endpoint is dropped and counted"),
-    _t(1, "connections", "",
+    _t(1, "connections", "eth_type ip_proto tcp_flags",
        "learned: one entry per connection (5-tuple) that loads its DIP's tunnel fields and "
-       "its trust (reg3: 1 untrusted, 2 trusted); no entry leaves reg3 = 0"),
+       "its trust (reg3: 1 untrusted, 2 trusted); no entry, or a SYN, leaves reg3 = 0"),
     _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a new connection: the endpoint's consistent-hash select group; the bucket sets "
        "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),

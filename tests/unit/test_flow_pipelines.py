@@ -272,3 +272,20 @@ def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints()
     assert int_.metered == {meters[0].meter_id: 1}
     unlimited = desired_programs(services, default_inventory())
     assert not any(p.meters for p in unlimited.values())
+
+
+def test_a_new_connection_reusing_a_5_tuple_does_not_follow_a_stale_entry() -> None:
+    """A SYN is always hashed again: after its backend left, a reused 5-tuple goes to a
+    backend that is still there (not to the old entry's)."""
+    inv = default_inventory()
+    phy, int_ = mux_pair(demo_services())
+    out = phy.receive(tcp(CLIENT, VIP, 52000, 80, tcp_flags=TCP_SYN), PHY_UPLINK_OFPORT)
+    old = int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"]
+    out = phy.receive(tcp(CLIENT, VIP, 52000, 80, tcp_flags=0x010), PHY_UPLINK_OFPORT)
+    int_.receive(out[0][1], INT_PATCH_OFPORT)
+    data = yaml.safe_load(demo_services_text())
+    ep = data["vips"][0]["endpoints"][0]
+    ep["backends"] = [be for be in ep["backends"] if ip_int(be["address"]) != old]
+    int_.program = compile_mux_int(parse_yaml_text(Services, yaml.safe_dump(data), "t"), inv)
+    out = phy.receive(tcp(CLIENT, VIP, 52000, 80, tcp_flags=TCP_SYN), PHY_UPLINK_OFPORT)
+    assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != old
