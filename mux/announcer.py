@@ -38,8 +38,10 @@ FAILED_POLLS_BEFORE_WITHDRAW = 3  # one slow or failed read is not an outage
 def read_phy(config: MuxConfig) -> PhyView | None:
     """What br-phy holds, or None when OVS could not be asked."""
     try:
+        # A dead OVS refuses at once (withdrawn in 3 polls, < 1 s); a slow one, which still
+        # forwards, gets 5 s per read: withdrawing from a busy Mux flaps routes for nothing.
         out = run(["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", BR_PHY, "table=0"],
-                  env=ovs_env(config), timeout=2)
+                  env=ovs_env(config), timeout=5)
     except (CommandFailed, OSError, subprocess.TimeoutExpired) as exc:
         LOG.warning("cannot read br-phy flows: %s", exc)
         return None
