@@ -42,7 +42,7 @@ from ananta.controller.state import expired_drains
 LOG = logging.getLogger("ananta.manager")
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
 AUDIT_INTERVAL = 30.0  # seconds between full dumps of an idle, known switch (drift repair)
-LEASE_REFRESH = 0.5  # seconds between renewals of each in-step Mux's lease
+LEASE_REFRESH = 1.0  # s between lease renewals (each flow_mod makes OVS revalidate its flows)
 LEASE_IN_STEP = 1.0  # a Mux that confirmed a sync this recently is keeping up with the config
 LEASE_HARD_TIMEOUT = 60  # a lease nobody renews leaves the switch eventually
 COUNTER_INTERVAL = 1.0  # seconds between reads of the Muxes' per-VIP counters

@@ -239,10 +239,10 @@ def is_learned(cookie: int) -> bool:
 
 
 # The leader's lease on a Mux: a never-matching flow on br-phy table 0 (IEEE local
-# experimental ethertype) that the leader re-adds every LEASE_REFRESH_S while the Mux is in
-# step with the replicated config. Its cookie carries the generation the Mux holds and whether
-# it is draining; its age (`duration`, reset by every re-add) tells the Mux's BGP speaker the
-# leader is there. Reconciliation leaves it alone.
+# experimental ethertype) that the leader re-adds every second (app.LEASE_REFRESH) while the
+# Mux is in step with the replicated config. Its cookie carries the generation the Mux holds
+# and whether it is draining; its age (`duration`, reset by every re-add) tells the Mux's BGP
+# speaker the leader is there. Reconciliation leaves it alone.
 LEASE_TAG = 0xA9
 LEASE_TABLE, LEASE_PRIORITY, LEASE_ETH_TYPE = 0, 1, 0x88B5
 LEASE_DRAINING_BIT = 1 << 32
