@@ -21,7 +21,9 @@ from typing import Any
 SNAT_PORT_MIN = 1024
 BLOCK_SIZE = 256
 MAX_BLOCKS_PER_DIP = 16  # 4,096 ports: one DIP cannot take a whole VIP's port space
-GROWTH = 4  # a first block starts a run of this many free blocks when it can (room to grow)
+GROWTH = MAX_BLOCKS_PER_DIP  # a first block starts this many free blocks when it can: all of
+# a DIP's blocks then make one port range (several ranges share new connections by source
+# port, and one that fills while the others do not starves its share until ports free up)
 RANGE_BINS = 16  # several port ranges share new connections in this many source-port bins
 MAX_BLOCKS_PER_TENANT = 2048  # every DIP of one tenant, all its VIPs
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ananta.controller.snat import SnatBlock
+from ananta.controller.snat import SnatBlock, port_ranges
 
 REQUEST_AT = 0.75
 RELEASE_AFTER_S = 60.0
@@ -54,7 +54,11 @@ def decide(blocks: Mapping[str, tuple[SnatBlock, ...]], in_use: Mapping[str, lis
     for dip, dip_blocks in sorted(blocks.items()):
         ports = in_use.get(dip, [])
         capacity = sum(b.size for b in dip_blocks)
-        if len(ports) >= REQUEST_AT * capacity and dip not in pending:
+        # any one range filling counts: new connections are shared between ranges by source
+        # port, so a full range fails its share even while the others have room
+        fullest = max((sum(1 for p in ports if lo <= p <= hi) / (hi - lo + 1)
+                       for lo, hi in port_ranges(dip_blocks)), default=0.0)
+        if fullest >= REQUEST_AT and dip not in pending:
             actions.append(Request(dip))
             continue
         for b in dip_blocks:

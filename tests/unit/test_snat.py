@@ -73,7 +73,7 @@ def test_every_backend_gets_an_aligned_block_of_its_vip() -> None:
     state = fresh()
     assert run(state, {"op": "create_vip", "vip": vip("web", VIP, DIPS[:4])})["ok"]
     starts = sorted(b.start for bs in state.snat.values() for b in bs)
-    assert starts == [1024, 2048, 3072, 4096]  # each with room to grow in one range
+    assert starts == [4096, 8192, 12288, 16384]  # each with room to grow in one range
     check_invariants(state)
 
 
@@ -106,14 +106,15 @@ def test_an_endpoint_on_a_snat_port_is_refused_and_changes_nothing() -> None:
     assert run(state, {"op": "create_vip", "vip": vip("web", VIP, DIPS[:2])})["ok"]
     snapshot = copy.deepcopy(state.__getstate__())
     result = run(state, {"op": "add_endpoint", "tenant": "default", "vip": "web", "endpoint": {
-        "protocol": "udp", "port": 1100, "backends": [{"address": DIPS[0], "port": 53}]}})
+        "protocol": "udp", "port": 4100, "backends": [{"address": DIPS[0], "port": 53}]}})
     assert result["status"] == 409 and "SNAT" in result["error"], result
     assert result["path"] == "endpoints[1].port"
     assert state.__getstate__() == snapshot
 
 
 def test_blocks_avoid_the_vips_ports_and_run_out_cleanly() -> None:
-    assert first_free_block([], [1024, 1300]) == 2048  # a first block: room to grow
+    assert first_free_block([], [1024, 1300]) == 4096  # a first block: room to grow
+    assert first_free_block(range(4096, 65536, 4096), []) == 1024  # no room left: any free
     assert first_free_block([], [1024, 1300], after=1024) == 1536  # an extra: the next free
     assert first_free_block([1024], [], after=1024) == 1280  # adjacent when free
     assert range_bins([(1024, 2047), (4096, 4351)]) == [0] * 13 + [1] * 3
