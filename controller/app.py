@@ -30,9 +30,20 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg
-from ananta.controller.compile_mux import meter_ids
+from ananta.controller.compile_mux import T_CONNECTIONS, connection_dips, meter_ids
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
-from ananta.controller.flows import Flow, FlowKind, Group, Meter, SwitchProgram, kind_cookie
+from ananta.controller.flows import (
+    LEARNED_TAG_MASK,
+    Flow,
+    FlowKind,
+    Group,
+    Meter,
+    SwitchProgram,
+    ip_int,
+    is_learned,
+    kind_cookie,
+    learned_cookie,
+)
 from ananta.controller.model import Inventory
 from ananta.controller.mux_watch import METER_DROPS
 from ananta.controller.reconcile import InstalledFlow, plan
@@ -76,6 +87,7 @@ class SwitchSession:
     confirmed_at: float = 0.0
     counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
     meter_xids: set[int] = field(default_factory=set)
+    connection_tags: frozenset[int] = frozenset()  # DIPs (as ints) whose entries it may hold
 
 
 class AnantaManagerApp(app_manager.OSKenApp):
@@ -420,6 +432,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
         steps = plan(desired, session.flows, session.groups, session.meters)
         dp = session.datapath
+        live, gone = self._connection_tags(session, desired)
         try:  # encode everything first: a bad message must not leave a half-sent plan
             messages = (
                 [ofmsg.meter_add(dp, m) for m in steps.add_meters]
@@ -431,6 +444,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
                    for s in steps.delete_flows]
                 + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
                 + [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
+                # a removed backend's connection entries go (its connections are gone with
+                # it; their next packets are hashed to a live backend, which resets them)
+                + [ofmsg.flows_delete_by_cookie(
+                    dp, T_CONNECTIONS, learned_cookie(FlowKind.CONNECTION, tag),
+                    LEARNED_TAG_MASK) for tag in sorted(gone)]
             )
             for message in messages:
                 message.serialize()
@@ -440,6 +458,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         for message in messages:
             dp.send_msg(message)
         session.staged = {f.cookie: f for f in desired.flows}
+        session.connection_tags = live
         for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
         for gid in steps.delete_groups:
@@ -456,6 +475,18 @@ class AnantaManagerApp(app_manager.OSKenApp):
             LOG.debug("%s: +%d/-%d flows, +%d/~%d/-%d groups", session.target.label,
                      len(steps.add_flows), len(steps.delete_flows), len(steps.add_groups),
                      len(steps.modify_groups), len(steps.delete_groups))
+
+    @staticmethod
+    def _connection_tags(session: SwitchSession,
+                         desired: SwitchProgram) -> tuple[frozenset[int], frozenset[int]]:
+        """(DIPs whose connection entries the Mux keeps, DIPs whose entries to delete): the
+        ones it kept before, or that a full dump shows entries of, and no longer keeps."""
+        if session.target.role != "mux" or session.target.bridge != "int":
+            return frozenset(), frozenset()
+        live = frozenset(ip_int(d) for d in connection_dips(desired))
+        seen = {f.cookie & 0xFFFFFFFF for f in session.flows if is_learned(f.cookie)
+                and (f.cookie >> 48) & 0xFF == FlowKind.CONNECTION}
+        return live, frozenset((seen | session.connection_tags) - live)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev: Any) -> None:

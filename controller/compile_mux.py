@@ -169,13 +169,14 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
-def remember_connection(protocol: str, trust: int) -> Learn:
+def remember_connection(protocol: str, trust: int, dip: str) -> Learn:
     """A learn() of this packet's connection entry in table 1: its 5-tuple -> the tunnel
-    fields it is being sent with (its DIP), and the trust level."""
+    fields it is being sent with (its DIP), and the trust level. The entry's cookie carries
+    the DIP, so the Manager can delete a removed backend's entries."""
     untrusted = trust == UNTRUSTED
     return Learn(
         table=T_CONNECTIONS, priority=PRIO_UNTRUSTED if untrusted else PRIO_TRUSTED,
-        cookie=learned_cookie(FlowKind.CONNECTION),
+        cookie=learned_cookie(FlowKind.CONNECTION, ip_int(dip)),
         match_values=(("eth_type", ETH_TYPE_IP, 16), ("ip_proto", IP_PROTO[protocol], 8)),
         match_fields=(*_CONNECTION_FIELDS, (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
         loads=_TUNNEL_LOADS, load_values=((TRUST_REG, trust, 32),),
@@ -183,20 +184,27 @@ def remember_connection(protocol: str, trust: int) -> Learn:
         fin_idle_timeout=FIN_IDLE_S)
 
 
-def connection_flows(protocol: str) -> set[Flow]:
-    """Tables 3 and 4 for one protocol: pin a new connection (untrusted); forward a known
-    one, confirming it (trusted) on its first packet that is not a SYN."""
-    ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol]}
+def connection_flows(protocol: str, dip: str) -> set[Flow]:
+    """Tables 3 and 4 for one protocol and DIP: pin a new connection (untrusted); forward a
+    known one, confirming it (trusted) on its first packet that is not a SYN."""
+    ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol], "tunnel_id": ip_int(dip)}
     out = Output(INT_GRE_OFPORT)
     confirm = match(**ip, **{TRUST_REG: UNTRUSTED},
                     **({"tcp_flags": (0, TCP_SYN)} if protocol == "tcp" else {}))
     return {
         Flow(T_PIN, PRIO_ENDPOINT, match(**ip),
-             (remember_connection(protocol, UNTRUSTED), out), FlowKind.CONNECTION,
-             f"pin-{protocol}"),
-        Flow(T_FORWARD, PRIO_TRUSTED, confirm, (remember_connection(protocol, TRUSTED), out),
-             FlowKind.CONNECTION, f"confirm-{protocol}"),
+             (remember_connection(protocol, UNTRUSTED, dip), out), FlowKind.CONNECTION,
+             f"pin-{protocol}:{dip}"),
+        Flow(T_FORWARD, PRIO_TRUSTED, confirm,
+             (remember_connection(protocol, TRUSTED, dip), out), FlowKind.CONNECTION,
+             f"confirm-{protocol}:{dip}"),
     }
+
+
+def connection_dips(program: SwitchProgram) -> frozenset[str]:
+    """The DIPs whose connection entries a Mux program keeps (the others' may be deleted)."""
+    return frozenset(f.owner.split(":", 1)[1] for f in program.flows
+                     if f.kind == FlowKind.CONNECTION and f.owner.startswith("pin-"))
 
 
 def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> set[Flow]:
@@ -231,12 +239,15 @@ def compile_mux_int(services: Services, inv: Inventory,
              FlowKind.DEFAULT, "new-connection"),
         Flow(T_FORWARD, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "known-connection"),
-        *connection_flows("tcp"),
-        *connection_flows("udp"),
     }
     groups = set()
     meters = set()
     metered = meter_ids(services.vips)
+    # every backend that is not inactive keeps its connections (a draining one too)
+    dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
+            if be.state != "inactive"}
+    for dip in dips:
+        flows |= connection_flows("tcp", dip) | connection_flows("udp", dip)
     for vip in services.vips:
         flows.add(Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
                        (), FlowKind.VIP_NO_ENDPOINT, vip.address))

@@ -137,8 +137,13 @@ class MeterAction:
 Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
 
 
-def learned_cookie(kind: FlowKind) -> int:
-    return (LEARNED_TAG << COOKIE_TAG_SHIFT) | (int(kind) << 48)
+def learned_cookie(kind: FlowKind, tag: int = 0) -> int:
+    """The cookie learn() gives its flows; `tag` (32 bits, e.g. a DIP) lets them be deleted
+    together (mask LEARNED_TAG_MASK)."""
+    return (LEARNED_TAG << COOKIE_TAG_SHIFT) | (int(kind) << 48) | (tag & 0xFFFFFFFF)
+
+
+LEARNED_TAG_MASK = 0xFFFF0000FFFFFFFF  # tag, kind and the 32-bit tag of a learned cookie
 
 
 def _digest(text: str, size: int) -> int:

@@ -248,3 +248,38 @@ def test_a_vms_outbound_connection_leaves_as_vip_port_of_its_snat_block(rig: Rig
     out = rig.trace(HV_NS, "br-int", f"in_port=1,tun_id={ip_int(VM_IPS[0])},tcp,"
                     f"nw_src=198.51.100.99,nw_dst=203.0.113.10,tp_src=9000,tp_dst={port}")
     assert "ct(table=4,zone=10,nat)" in out, out
+
+
+def test_a_removed_backends_connection_entries_are_deleted(rig: Rig) -> None:
+    """Entries of a removed backend go (their next packets are hashed to a live backend);
+    the other backends' entries stay."""
+    vip = rig.services().vips[0]
+    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
+    sports: dict[str, int] = {}
+    for sport in range(47000, 47100):
+        sports.setdefault(str(chosen_dip(group, "198.51.100.8", "203.0.113.10", "tcp", sport,
+                                         80)), sport)
+    assert set(sports) == set(VM_IPS)
+    for sport in sports.values():
+        for flags in ("0x002", "0x010"):
+            rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
+                    f"in_port=1,tcp,nw_src=198.51.100.8,nw_dst=203.0.113.10,tp_src={sport},"
+                    f"tp_dst=80,tcp_flags={flags}")
+
+    def entries(dip: str) -> int:
+        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+                       "table=1,tcp,nw_src=198.51.100.8")
+        return sum(1 for line in dump.splitlines() if f"{ip_int(dip):#x}->tun_id" in line)
+
+    assert entries(VM_IPS[0]) == 2 and entries(VM_IPS[1]) == 2  # untrusted + trusted each
+    try:
+        assert rig.write_services(services(backend_ips=(VM_IPS[0],))).returncode == 0
+        rig.wait_programmed()
+        deadline = time.monotonic() + 5
+        while entries(VM_IPS[1]):
+            assert time.monotonic() < deadline, rig.manager_log()[-2000:]
+            time.sleep(0.1)
+        assert entries(VM_IPS[0]) == 2
+    finally:
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()
