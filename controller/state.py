@@ -518,14 +518,19 @@ def _dips(vip: Vip) -> set[str]:
 
 
 def _snat_conflicts(state: ClusterState, vip: Vip) -> list[ConfigError]:
-    """A VIP may not serve a port that is in a SNAT block on its address."""
+    """A VIP may not serve a port that is in a SNAT block on its address. Blocks are
+    BLOCK_SIZE-aligned, so the index of used starts answers it without a scan (this runs on
+    every VIP write); the owner is looked up only to name it in the error."""
+    used = state.snat_used.get(vip.address, set())
     errors = []
     for j, ep in enumerate(vip.endpoints):
+        if ep.port - ep.port % BLOCK_SIZE not in used:
+            continue
         for dip, blocks in sorted(state.snat.items()):
             for b in blocks_covering(blocks, vip.address, ep.port):
-                errors.append(ConfigError(f"endpoints[{j}].port", f"port {ep.port} is in the SNAT "
-                                          f"ports {b.start}-{b.end} of {vip.address} given to "
-                                          f"backend {dip}"))
+                errors.append(ConfigError(f"endpoints[{j}].port", f"port {ep.port} is in the "
+                                          f"SNAT ports {b.start}-{b.end} of {vip.address} given "
+                                          f"to backend {dip}"))
     return errors
 
 
