@@ -60,6 +60,38 @@ def _lab(args: argparse.Namespace) -> int:
     return 2
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from ananta.topologies import chaos, lab
+
+    if args.chaos_cmd == "list":
+        for s in chaos.SCENARIOS.values():
+            print(f"{s.name:24} {s.summary}")
+        return 0
+    if not lab.is_up():
+        print("no lab is up: `ananta lab up` first", file=sys.stderr)
+        return 1
+    names = list(chaos.SCENARIOS) if args.scenario == "all" else [args.scenario]
+    unmet = 0
+    for name in names:
+        result = chaos.run(name, say=(lambda _: None) if args.json else print)
+        unmet += bool(result["unmet"])
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            cost = result["cost"]
+            print(f"{name}: recovery {cost['recovery_s']} s (after repair "
+                  f"{cost['repair_recovery_s']} s); established broken "
+                  f"{cost['established_broken']}/{cost['established']} "
+                  f"(+{cost['established_broken_exempt']} on the faulted backend); new "
+                  f"connections failed {cost['new_failed']}/{cost['new_attempted']}, slow "
+                  f"{cost['new_slow']}; writes committed {cost['committed_acked']}, lost "
+                  f"{len(cost['committed_lost'])}, longest write gap "
+                  f"{cost['longest_write_gap_s']} s")
+            for u in result["unmet"]:
+                print(f"  goal not met: {u}")
+    return 1 if unmet else 0
+
+
 def _endpoint_spec(text: str) -> tuple[str, int]:
     proto, _, port = text.partition(":")
     if proto not in ("tcp", "udp") or not port.isdigit():
@@ -243,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     lab_sub.add_parser("down", help="remove everything the lab made")
+    chaos_p = sub.add_parser("chaos", help="inject a fault into the lab under load; report "
+                             "what it cost")
+    chaos_sub = chaos_p.add_subparsers(dest="chaos_cmd", required=True)
+    chaos_sub.add_parser("list", help="the scenarios")
+    cr = chaos_sub.add_parser("run", help="run a scenario (or all) on the running lab")
+    cr.add_argument("scenario", help="a name from `ananta chaos list`, or all")
+    cr.add_argument("--json", action="store_true", help="one JSON document per scenario")
     demo = sub.add_parser("demo", help="bring the lab up if needed and show the VIP served")
     demo.add_argument("--count", type=int, default=200)
 
@@ -322,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             return _lab(args)
         if args.cmd == "demo":
             return _demo(args)
+        if args.cmd == "chaos":
+            return _chaos(args)
         return _api(args)
     except InvalidConfig as exc:
         print(exc, file=sys.stderr)

@@ -1,6 +1,8 @@
 """The small HTTP server each lab VM runs: its reply names the VM (lab workload, not a daemon).
 
-GET / -> "served-by <name> <address>\n"; GET /bytes/N -> N bytes (for throughput tests).
+GET / -> "served-by <name> <address>\n"; GET /bytes/N -> N bytes (for throughput tests);
+GET /stream/RATE -> 8-byte big-endian counters 0, 1, 2, ... at RATE bytes/s until the client
+goes (for the fault harness, topologies/loadgen.py), with an X-Served-By header.
 HTTP/1.1 with keep-alive, one thread per connection.
 """
 
@@ -8,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import socket
+import struct
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RECORD = struct.Struct(">Q")
 
 
 def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
@@ -16,6 +22,9 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/stream/"):
+                self.stream()
+                return
             if self.path.startswith("/bytes/"):
                 try:
                     size = min(int(self.path.split("/")[2]), 1 << 30)
@@ -37,6 +46,27 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def stream(self) -> None:
+            try:
+                rate = max(8, min(int(self.path.split("/")[2]), 1 << 27))
+            except ValueError:
+                self.send_error(400, "bad rate")
+                return
+            self.send_response(200)
+            self.send_header("X-Served-By", name)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            per_tick = max(1, rate // 8 // 20)  # records every 50 ms
+            start, sent = time.monotonic(), 0
+            try:
+                while True:
+                    self.wfile.write(b"".join(RECORD.pack(sent + i) for i in range(per_tick)))
+                    self.wfile.flush()
+                    sent += per_tick
+                    time.sleep(max(0.0, start + sent * 8 / rate - time.monotonic()))
+            except OSError:
+                self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass

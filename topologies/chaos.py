@@ -1,0 +1,353 @@
+"""Fault scenarios on the running lab (imperative shell): `ananta chaos run SCENARIO`.
+
+Each run: the load generator (topologies/loadgen.py) starts in client1 against the demo VIP
+and the ledger writer (topologies/ledger.py) starts committing tenants; after a warm-up the
+fault is injected; after `hold_s` it is repaired; the lab must be ready again (every switch
+holds its desired flows, BGP settled); after a quiet tail the load and the ledger stop, and
+topologies/faultreport.py says what the fault cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ananta.topologies import configs, lab
+from ananta.topologies.daemons import Daemon, daemons
+from ananta.topologies.faultreport import fault_cost, unmet_goals
+from ananta.topologies.spec import LabPlan
+
+VIP = "203.0.113.10"
+VIP_NAME, ENDPOINT = "web", "tcp:80"
+WARMUP_S, TAIL_S = 3.0, 3.0
+
+
+@dataclass
+class Run:
+    """What a scenario acts on, and what it noted for its repair."""
+    plan: LabPlan
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+# --- acting on the lab ----------------------------------------------------------------------
+
+def lab_daemon(plan: LabPlan, node: str, name: str) -> Daemon:
+    for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable), sys.executable):
+        if d.node == node and d.name == name:
+            return d
+    raise lab.LabError(f"no daemon {name} on {node}")
+
+
+def pid_of(plan: LabPlan, node: str, name: str) -> int:
+    with open(os.path.join(configs.node_dir(lab.RUN_DIR, node), f"{name}.pid")) as fh:
+        return int(fh.read().split()[0])
+
+
+def kill_daemon(plan: LabPlan, node: str, name: str, sig: int = signal.SIGKILL) -> None:
+    pid = pid_of(plan, node, name)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def start_again(plan: LabPlan, node: str, *names: str) -> None:
+    """Start daemons that ran before: their state (OVS database, Raft journal) is kept."""
+    for name in names:
+        lab.start_daemon(plan, dataclasses.replace(lab_daemon(plan, node, name), setup=()))
+
+
+def node_pids(plan: LabPlan, node: str) -> list[int]:
+    out = lab.run(["ip", "netns", "pids", plan.nodes[node].namespace], check=False)
+    return [int(p) for p in out.split()]
+
+
+def signal_node(plan: LabPlan, node: str, sig: int) -> list[int]:
+    pids = node_pids(plan, node)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a short-lived ovs-ofctl, gone
+            os.kill(pid, sig)
+    return pids
+
+
+def leader(plan: LabPlan) -> str:
+    address = json.loads(lab.api(plan, "cluster", "--json"))["leader"].split(":")[0]
+    for m in plan.by_role("manager"):
+        if m.address_of("mgmt0") == address:
+            return m.name
+    raise lab.LabError(f"no Manager replica has the leader's address {address}")
+
+
+def backend_address(plan: LabPlan, vm: str) -> str:
+    return str(plan.nodes[vm].address_of("eth0"))
+
+
+def admin(plan: LabPlan, *args: str) -> str:
+    return lab.api(plan, *args, "--json")
+
+
+def link_to(plan: LabPlan, node: str, peer: str) -> str:
+    """The name of `node`'s interface on its link to `peer`."""
+    for link in plan.links:
+        if link.a == node and link.b == peer:
+            return link.a_if.name
+        if link.b == node and link.a == peer:
+            return link.b_if.name
+    raise lab.LabError(f"no link between {node} and {peer}")
+
+
+# --- the scenarios --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    inject: Callable[[Run], None]
+    repair: Callable[[Run], None] | None
+    hold_s: float
+    dip_set_unchanged: bool = True
+    exempt_vms: tuple[str, ...] = ()
+    recovery_goal_s: float | None = None  # for the fault window
+    prepare: Callable[[Run], None] | None = None
+    cleanup: Callable[[Run], None] | None = None
+
+
+def _kill_leader(r: Run) -> None:
+    r.notes["manager"] = leader(r.plan)
+    kill_daemon(r.plan, r.notes["manager"], "ananta-manager")
+
+
+def _kill_follower(r: Run) -> None:
+    lead = leader(r.plan)
+    r.notes["manager"] = next(m.name for m in r.plan.by_role("manager") if m.name != lead)
+    kill_daemon(r.plan, r.notes["manager"], "ananta-manager")
+
+
+def _restart_manager(r: Run) -> None:
+    start_again(r.plan, r.notes["manager"], "ananta-manager")
+
+
+def _kill_all_managers(r: Run) -> None:
+    for m in r.plan.by_role("manager"):
+        kill_daemon(r.plan, m.name, "ananta-manager")
+
+
+def _start_all_managers(r: Run) -> None:
+    for m in r.plan.by_role("manager"):
+        start_again(r.plan, m.name, "ananta-manager")
+
+
+MUX_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ananta-mux")
+
+
+def _kill_mux(r: Run) -> None:
+    signal_node(r.plan, "mux1", signal.SIGKILL)
+    time.sleep(0.2)
+
+
+def _start_mux(r: Run) -> None:
+    start_again(r.plan, "mux1", *MUX_DAEMONS)
+
+
+def _freeze_mux(r: Run) -> None:
+    r.notes["frozen"] = signal_node(r.plan, "mux1", signal.SIGSTOP)
+
+
+def _thaw_mux(r: Run) -> None:
+    for pid in r.notes["frozen"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _stop_vswitchd(node: str) -> Callable[[Run], None]:
+    return lambda r: kill_daemon(r.plan, node, "ovs-vswitchd", signal.SIGTERM)
+
+
+def _start_vswitchd(node: str) -> Callable[[Run], None]:
+    return lambda r: start_again(r.plan, node, "ovs-vswitchd")
+
+
+def _stop_hostagent(r: Run) -> None:
+    kill_daemon(r.plan, "hv1", "ananta-hostagent", signal.SIGTERM)
+
+
+def _start_hostagent(r: Run) -> None:
+    start_again(r.plan, "hv1", "ananta-hostagent")
+
+
+def _kill_vm(r: Run) -> None:
+    signal_node(r.plan, "vm4", signal.SIGKILL)
+
+
+def _start_vm(r: Run) -> None:
+    start_again(r.plan, "vm4", "http-server")
+
+
+def _mux_link(r: Run) -> tuple[str, str]:
+    leaf = r.plan.nodes["mux1"].leaf
+    assert leaf is not None
+    return leaf, link_to(r.plan, leaf, "mux1")
+
+
+def _link_down(r: Run) -> None:
+    leaf, ifname = _mux_link(r)
+    lab.ns_run(r.plan, leaf, ["ip", "link", "set", ifname, "down"])
+
+
+def _link_up(r: Run) -> None:
+    leaf, ifname = _mux_link(r)
+    lab.ns_run(r.plan, leaf, ["ip", "link", "set", ifname, "up"])
+
+
+def _remove_vm4(r: Run) -> None:
+    admin(r.plan, "backend", "remove", VIP_NAME, ENDPOINT, backend_address(r.plan, "vm4"))
+
+
+def _add_vm4(r: Run) -> None:
+    admin(r.plan, "backend", "add", VIP_NAME, ENDPOINT,
+          f"{backend_address(r.plan, 'vm4')}:8080:100")
+
+
+def _kill_mux_and_add_vm4(r: Run) -> None:
+    _kill_mux(r)
+    _add_vm4(r)
+
+
+SCENARIOS = {s.name: s for s in [
+    Scenario("manager-leader-kill", "SIGKILL the Raft leader's Manager; restart it 5 s later",
+             _kill_leader, _restart_manager, 5.0),
+    Scenario("manager-follower-kill", "SIGKILL a follower Manager; restart it 5 s later",
+             _kill_follower, _restart_manager, 5.0),
+    Scenario("managers-restart-all", "SIGKILL all three Managers; start them again at once",
+             _kill_all_managers, _start_all_managers, 0.5),
+    Scenario("mux-kill", "SIGKILL every process of mux1 (OVS, agent, ExaBGP); restart after 6 s",
+             _kill_mux, _start_mux, 6.0, recovery_goal_s=3.0),
+    Scenario("mux-freeze", "SIGSTOP every process of mux1; SIGCONT after 6 s",
+             _freeze_mux, _thaw_mux, 6.0, recovery_goal_s=3.0),
+    Scenario("mux-ovs-restart", "restart ovs-vswitchd on mux1 (its flows are lost)",
+             _stop_vswitchd("mux1"), _start_vswitchd("mux1"), 1.0, recovery_goal_s=3.0),
+    Scenario("hostagent-restart", "restart the host agent on hv1",
+             _stop_hostagent, _start_hostagent, 1.0),
+    Scenario("hv-ovs-restart", "restart ovs-vswitchd on hv1 (its flows and conntrack are lost)",
+             _stop_vswitchd("hv1"), _start_vswitchd("hv1"), 1.0),
+    Scenario("backend-vm-kill", "SIGKILL every process of vm4 (a backend); restart after 6 s",
+             _kill_vm, _start_vm, 6.0, dip_set_unchanged=False, exempt_vms=("vm4",)),
+    Scenario("mux-link-down", "take leaf1's link to mux1 down; up again after 6 s",
+             _link_down, _link_up, 6.0, recovery_goal_s=3.0),
+    Scenario("backend-churn", "remove backend vm4 under load; add it back 4 s later",
+             _remove_vm4, _add_vm4, 4.0, dip_set_unchanged=False, exempt_vms=("vm4",)),
+    Scenario("mux-kill-during-change",
+             "vm4 out of the VIP; SIGKILL mux1 and add vm4 at once; restart mux1 after 6 s",
+             _kill_mux_and_add_vm4, _start_mux, 6.0, dip_set_unchanged=False,
+             prepare=_remove_vm4),
+]}
+
+
+# --- one run --------------------------------------------------------------------------------
+
+def _start_load(plan: LabPlan, argv: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(["ip", "netns", "exec", plan.nodes["client1"].namespace,
+                             sys.executable, "-m", "ananta.topologies.loadgen", "--host", VIP,
+                             *argv], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    json.loads(proc.stdout.readline())  # {"started": ...}: the workers are running
+    return proc
+
+
+def _ledger(plan: LabPlan, action: str, prefix: str) -> subprocess.Popen[str]:
+    host = plan.by_role("manager")[-1]
+    urls = [arg for m in plan.by_role("manager") for arg in ("--url", configs.api_url(m))]
+    env = {**os.environ, "ANANTA_TOKEN": lab._read_secret(
+        configs.secret_path(lab.RUN_DIR, "admin.token"))}
+    return subprocess.Popen(["ip", "netns", "exec", host.namespace, sys.executable, "-m",
+                             "ananta.topologies.ledger", action, "--prefix", prefix, *urls],
+                            env=env, stdout=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _ledger_once(plan: LabPlan, action: str, prefix: str) -> Any:
+    proc = _ledger(plan, action, prefix)
+    out, _ = proc.communicate(timeout=60)
+    return json.loads(out)
+
+
+def wait_ready(timeout: float = 120) -> None:
+    plan, services = lab.load_plan()
+    lab.wait_ready(plan, services, timeout)
+
+
+def run(name: str, say: Callable[[str], None] = print,
+        load_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    scenario = SCENARIOS[name]
+    plan, _ = lab.load_plan()
+    r = Run(plan)
+    wait_ready(60)
+    if scenario.prepare:
+        scenario.prepare(r)
+        wait_ready(60)
+    prefix = f"chaos{secrets.token_hex(3)}"
+    procs: list[subprocess.Popen[str]] = []
+    repaired = True
+    try:
+        load = _start_load(plan, list(load_args))
+        procs.append(load)
+        ledger = _ledger(plan, "write", prefix)
+        procs.append(ledger)
+        assert ledger.stdout is not None
+        json.loads(ledger.stdout.readline())
+        time.sleep(WARMUP_S)
+        say(f"{name}: {scenario.summary}")
+        fault_at = time.time()
+        repaired = False
+        scenario.inject(r)
+        time.sleep(max(0.0, fault_at + scenario.hold_s - time.time()))
+        repair_at = time.time() if scenario.repair else None
+        if scenario.repair:
+            scenario.repair(r)
+        repaired = True
+        say(f"{name}: repaired {time.time() - fault_at:.1f} s after the fault; waiting "
+            "until the lab is ready")
+        wait_ready(120)
+        ready_at = time.time()
+        time.sleep(TAIL_S)
+        written = _finish(ledger)
+        loaded = _finish(load)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        if not repaired and scenario.repair:
+            scenario.repair(r)
+    present = _ledger_once(plan, "check", prefix)
+    _ledger_once(plan, "clean", prefix)
+    if scenario.cleanup:
+        scenario.cleanup(r)
+    cost = fault_cost(loaded, fault_at, repair_at, frozenset(scenario.exempt_vms),
+                      [n for n, _ in written["acked"]], present, written["longest_gap_s"])
+    return {"scenario": name, "summary": scenario.summary,
+            "dip_set_unchanged": scenario.dip_set_unchanged,
+            "recovery_goal_s": scenario.recovery_goal_s,
+            "ready_after_s": round(ready_at - fault_at, 2),
+            "cost": cost.as_dict(),
+            "unmet": unmet_goals(cost, scenario.dip_set_unchanged, scenario.recovery_goal_s),
+            "failures": loaded["failures"][:50], "stalls": loaded["stalls"][:50]}

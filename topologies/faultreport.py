@@ -1,0 +1,110 @@
+"""What a fault cost, from the load generator's and the ledger's records (pure).
+
+Times are wall-clock seconds. A scenario has a fault (`fault_at`), optionally a repair
+(`repair_at`), and ends when the load stops (`ended`). For each of the two windows (fault
+until repair, repair until the end) the recovery time is how long after the window opened the
+last sign of disruption was seen:
+
+- a new connection that failed or took longer than `slow_ms` (a lost SYN retransmits after
+  1 s): the time it was started, as that is when the path was broken;
+- a pause in a stream or keep-alive answer: the time data flowed again;
+- a long-lived connection that failed: when it failed (less the read timeout for a timeout).
+
+`established_broken` counts the long-lived connections that failed after the fault, except on
+the `exempt_vms` (a backend the scenario itself kills or removes); those are counted apart.
+`committed_lost` lists the ledger writes a replica acknowledged that the cluster no longer has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+SLOW_MS = 900.0
+
+
+@dataclass(frozen=True)
+class FaultCost:
+    baseline_failures: int  # failures before the fault: the harness's own noise, should be 0
+    established: int  # long-lived connections open when the fault struck
+    established_broken: int
+    established_broken_exempt: int
+    broken_kinds: dict[str, int]
+    new_attempted: int
+    new_failed: int
+    new_slow: int
+    recovery_s: float
+    repair_recovery_s: float | None
+    committed_acked: int
+    committed_lost: list[str] = field(default_factory=list)
+    longest_write_gap_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _disruptions(load: dict[str, Any], timeout: float) -> list[float]:
+    """Times at which the traffic was seen disrupted."""
+    times = [start for start, latency, _ in load["new"]
+             if latency is None or latency > SLOW_MS]
+    times += [s["t"] + s["seconds"] for s in load["stalls"]]
+    times += [f["t"] - (timeout if f["kind"] == "timeout" else 0.0)
+              for f in load["failures"] if f["what"] != "new"]
+    return times
+
+
+def _recovery(times: Iterable[float], opened: float, closed: float) -> float:
+    inside = [t - opened for t in times if opened <= t < closed]
+    return round(max(inside), 3) if inside else 0.0
+
+
+def fault_cost(load: dict[str, Any], fault_at: float, repair_at: float | None,
+               exempt_vms: frozenset[str] = frozenset(),
+               acked: Iterable[str] = (), present: Iterable[str] = (),
+               longest_write_gap_s: float | None = None) -> FaultCost:
+    timeout = float(load["settings"]["timeout"])
+    ended = float(load["ended"])
+    failed_after = [f for f in load["failures"] if f["t"] >= fault_at]
+    long_failed = [f for f in failed_after if f["what"] != "new"]
+    exempt = [f for f in long_failed if f["vm"] in exempt_vms]
+    counted = [f for f in long_failed if f["vm"] not in exempt_vms]
+    kinds: dict[str, int] = {}
+    for f in counted:
+        kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
+    new_after = [n for n in load["new"] if n[0] >= fault_at]
+    disruptions = _disruptions(load, timeout)
+    present_set, acked_names = set(present), list(acked)
+    return FaultCost(
+        baseline_failures=len([f for f in load["failures"] if f["t"] < fault_at]),
+        established=len([c for c in load["long_lived"]
+                         if c["opened"] < fault_at and c.get("closed", ended) >= fault_at]),
+        established_broken=len(counted),
+        established_broken_exempt=len(exempt),
+        broken_kinds=kinds,
+        new_attempted=len(new_after),
+        new_failed=len([n for n in new_after if n[1] is None]),
+        new_slow=len([n for n in new_after if n[1] is not None and n[1] > SLOW_MS]),
+        recovery_s=_recovery(disruptions, fault_at, repair_at if repair_at else ended + 1),
+        repair_recovery_s=(_recovery(disruptions, repair_at, ended + 1)
+                           if repair_at is not None else None),
+        committed_acked=len(acked_names),
+        committed_lost=sorted(name for name in acked_names if name not in present_set),
+        longest_write_gap_s=longest_write_gap_s,
+    )
+
+
+def unmet_goals(cost: FaultCost, dip_set_unchanged: bool,
+                recovery_goal_s: float | None) -> list[str]:
+    """The goals of ../shared/design/TARGETS.md (Reliability) this run missed, in words."""
+    unmet = []
+    if cost.committed_lost:
+        unmet.append(f"{len(cost.committed_lost)} committed writes lost")
+    if cost.baseline_failures:
+        unmet.append(f"{cost.baseline_failures} failures before the fault (the lab was unwell)")
+    if dip_set_unchanged and cost.established_broken:
+        unmet.append(f"{cost.established_broken} established connections broken "
+                     f"({cost.broken_kinds}) with the backend set unchanged")
+    if recovery_goal_s is not None and cost.recovery_s > recovery_goal_s:
+        unmet.append(f"recovery {cost.recovery_s} s > {recovery_goal_s} s")
+    return unmet
