@@ -2,9 +2,11 @@
 
 Every poll it reads br-phy's flows: the VIP steering flows the Manager programmed, and the
 lease the Manager's leader renews while this Mux is in step with the config
-(programmed.routes_wanted says what that means for BGP). Commands go to stdout, one per
-line, flushed; ExaBGP's answers (`done`/`error`) are read from stdin on a thread, so ExaBGP
-never blocks.
+(programmed.routes_wanted says what that means for BGP). When the lease is stale it also asks
+OVS whether any Manager is connected as master: with none (the Manager cluster is down), the
+Mux serves on with the flows it has rather than take the VIPs off the network.
+Commands go to stdout, one per line, flushed; ExaBGP's answers (`done`/`error`) are read from
+stdin on a thread, so ExaBGP never blocks.
 
 ExaBGP respawns this process if it dies. What it announced is kept in RUN_DIR/announced: a
 new helper withdraws what its predecessor announced that is no longer wanted, and announces
@@ -46,6 +48,19 @@ def read_phy(config: MuxConfig) -> PhyView | None:
         LOG.warning("cannot read br-phy flows: %s", exc)
         return None
     return read_phy_dump(out)
+
+
+def master_connected(config: MuxConfig) -> bool:
+    """Whether a Manager holds the OpenFlow master role on this Mux now (True when OVS cannot
+    say: then the lease decides, as before)."""
+    try:
+        out = run(["ovs-vsctl", "--timeout=2", "--format=json", "--columns=role,is_connected",
+                   "list", "controller"], env=ovs_env(config), timeout=3)
+        rows = json.loads(out)["data"]
+    except (CommandFailed, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        LOG.warning("cannot read the controller connections: %s", exc)
+        return True
+    return any(role == "master" and connected is True for role, connected in rows)
 
 
 def read_answers() -> None:
@@ -107,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     announced = load_announced(state_path)  # what a previous helper may have left announced
     first = True
     failures = 0
+    was_headless = False
     steer = (-1, time.monotonic())  # packets on the steering flows, and since when
     while True:
         view = read_phy(config)
@@ -114,8 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         now = time.monotonic()
         if view is not None and view.steer_packets != steer[0]:
             steer = (view.steer_packets, now)
+        stale = (view is not None and view.lease is not None
+                 and view.lease.age > config.lease_timeout)
+        headless = stale and not master_connected(config)
+        if headless != was_headless:
+            LOG.warning("%s", "no Manager is master: serving on with the flows programmed "
+                        "(headless)" if headless else "a Manager is master again")
+            was_headless = headless
         wanted = routes_wanted(view, failures, FAILED_POLLS_BEFORE_WITHDRAW,
-                               config.lease_timeout, quiet=now - steer[1] >= DRAIN_QUIET)
+                               config.lease_timeout, quiet=now - steer[1] >= DRAIN_QUIET,
+                               headless=headless)
         if wanted is not None:
             vips, prepend = wanted
             target = {v: prepend for v in vips}

@@ -56,19 +56,22 @@ DRAIN_PREPEND = 1
 
 
 def routes_wanted(view: PhyView | None, failed_polls: int, failures_before_withdraw: int,
-                  lease_timeout: float, quiet: bool = False,
+                  lease_timeout: float, quiet: bool = False, headless: bool = False,
                   ) -> tuple[frozenset[str], int] | None:
     """The VIPs to announce and the AS-path prepend to announce them with, or None to leave
     the announcements as they are (one failed read of OVS is not an outage). Nothing is
     announced while OVS cannot be read, or while the leader's lease is missing or older than
-    `lease_timeout` (no leader, or this Mux is not in step with the config). A draining Mux
+    `lease_timeout` (this Mux is not in step with the config) - unless `headless`: no
+    Manager holds the OpenFlow master role on this Mux (the whole Manager cluster is down or
+    electing), when the Mux serves on with the flows it has, as every other Mux does; only a
+    live leader fences a Mux out. A draining Mux
     first announces with a longer AS path, so routers move to the other Muxes while this
     one still has a route (withdrawing at once makes its leaf drop packets until BGP
     converges), and withdraws once `quiet` (routers stopped sending)."""
     if view is None:
         return None if failed_polls < failures_before_withdraw else (frozenset(), 0)
     lease = view.lease
-    if lease is None or lease.age > lease_timeout:
+    if lease is None or (lease.age > lease_timeout and not headless):
         return frozenset(), 0
     if lease.draining:
         return (frozenset(), 0) if quiet else (view.vips, DRAIN_PREPEND)

@@ -152,7 +152,7 @@ def _start_all_managers(r: Run) -> None:
         start_again(r.plan, m.name, "ananta-manager")
 
 
-MUX_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ananta-mux")
+MUX_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ananta-mux", "zebra", "bfdd")
 
 
 def _kill_mux(r: Run) -> None:
@@ -215,12 +215,13 @@ def _link_up(r: Run) -> None:
 
 
 def _remove_vm4(r: Run) -> None:
-    admin(r.plan, "backend", "remove", VIP_NAME, ENDPOINT, backend_address(r.plan, "vm4"))
+    admin(r.plan, "backend", "remove", VIP_NAME, ENDPOINT, backend_address(r.plan, "vm4"),
+          "--tenant", "demo")
 
 
 def _add_vm4(r: Run) -> None:
     admin(r.plan, "backend", "add", VIP_NAME, ENDPOINT,
-          f"{backend_address(r.plan, 'vm4')}:8080:100")
+          f"{backend_address(r.plan, 'vm4')}:8080:100", "--tenant", "demo")
 
 
 def _kill_mux_and_add_vm4(r: Run) -> None:

@@ -134,6 +134,46 @@ def zebra_conf(router: Node) -> str:
     return f"hostname {router.name}\n"
 
 
+# BFD between each leaf and its Muxes: a Mux that dies, freezes or loses its data path (its
+# BFD packets cross its OVS) is out of the leaf's BGP in 3 x 100 ms instead of a hold time.
+BFD_INTERVAL_MS, BFD_MULTIPLIER = 100, 3
+BFD_PROFILE = "mux"
+
+
+def _bfd_timers(indent: str) -> list[str]:
+    return [f"{indent}transmit-interval {BFD_INTERVAL_MS}",
+            f"{indent}receive-interval {BFD_INTERVAL_MS}",
+            f"{indent}detect-multiplier {BFD_MULTIPLIER}"]
+
+
+def frr_dir(run_dir: str, node: Node) -> str:
+    """Where a node's FRR daemons keep their config, pid files and sockets (owned by frr)."""
+    return node_dir(run_dir, node) if node.role == "router" else os.path.join(
+        node_dir(run_dir, node), "frr")
+
+
+def frr_daemons(plan: LabPlan, node: Node) -> tuple[str, ...]:
+    """The FRR daemons a node runs: routers zebra and bgpd, plus bfdd where Muxes hang off
+    them; Muxes zebra and bfdd (their BGP speaker is ExaBGP, which has no BFD)."""
+    has_mux = any(peer.role == "mux" for peer, _, _ in plan.neighbors(node.name))
+    if node.role == "router":
+        return ("zebra", "bfdd", "bgpd") if has_mux else ("zebra", "bgpd")
+    return ("zebra", "bfdd") if node.role == "mux" else ()
+
+
+def bfdd_conf(plan: LabPlan, node: Node) -> str:
+    """A leaf: the profile its bgpd asks for on Mux sessions. A Mux: a peer to its leaf."""
+    lines = [f"hostname {node.name}", "!", "bfd"]
+    if node.role == "router":
+        lines += [f" profile {BFD_PROFILE}", *_bfd_timers("  "), " exit"]
+    else:
+        leaf = plan.nodes[node.leaf or ""]
+        own = next(i for i in node.interfaces if i.name == "uplink").address or ""
+        lines += [f" peer {leaf.address_of(node.name)} local-address {own.split('/')[0]}",
+                  *_bfd_timers("  "), " exit"]
+    return "\n".join([*lines, "exit", ""])
+
+
 def bgpd_conf(plan: LabPlan, router: Node) -> str:
     """eBGP to every neighbour router and Mux, ECMP over any AS path, fast timers."""
     router_id = router.address_of(router.interfaces[0].name)
@@ -152,6 +192,8 @@ def bgpd_conf(plan: LabPlan, router: Node) -> str:
             lines.append(f" neighbor {peer_address} remote-as {peer.asn}")
             hold = plan.spec.bgp_hold_time
             lines.append(f" neighbor {peer_address} timers {max(1, hold // 3)} {hold}")
+            if peer.role == "mux":
+                lines.append(f" neighbor {peer_address} bfd profile {BFD_PROFILE}")
     lines += [
         " address-family ipv4 unicast",
         "  redistribute connected",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ananta.topologies.configs import node_dir
-from ananta.topologies.spec import LabPlan
+from ananta.topologies.configs import frr_daemons, frr_dir, node_dir
+from ananta.topologies.spec import LabPlan, Node
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 FRR_LIBEXEC = "/usr/lib/frr"
@@ -35,15 +35,18 @@ def ovs_env(run_dir: str, node: str) -> tuple[tuple[str, str], ...]:
     return (("OVS_RUNDIR", d), ("OVS_DBDIR", d), ("OVS_LOGDIR", d))
 
 
+def frr(plan: LabPlan, node: Node, run_dir: str) -> list[Daemon]:
+    d = frr_dir(run_dir, node)
+    return [Daemon(node.name, prog, (
+        f"{FRR_LIBEXEC}/{prog}", "-d", "-f", f"{d}/{prog}.conf", "-i", f"{d}/{prog}.pid",
+        "-z", f"{d}/zserv.api", "--vty_socket", d, "-A", "127.0.0.1",
+        "--log", f"file:{d}/{prog}.log"), detaches=True) for prog in frr_daemons(plan, node)]
+
+
 def daemons(plan: LabPlan, run_dir: str, bindir: str, python: str) -> list[Daemon]:
     out: list[Daemon] = []
     for r in plan.by_role("router"):
-        d = node_dir(run_dir, r)
-        for prog in ("zebra", "bgpd"):
-            out.append(Daemon(r.name, prog, (
-                f"{FRR_LIBEXEC}/{prog}", "-d", "-f", f"{d}/{prog}.conf", "-i", f"{d}/{prog}.pid",
-                "-z", f"{d}/zserv.api", "--vty_socket", d, "-A", "127.0.0.1",
-                "--log", f"file:{d}/{prog}.log"), detaches=True))
+        out += frr(plan, r, run_dir)
     for n in [*plan.by_role("mux"), *plan.by_role("hypervisor")]:
         d = node_dir(run_dir, n)
         env = ovs_env(run_dir, n.name)
@@ -64,6 +67,8 @@ def daemons(plan: LabPlan, run_dir: str, bindir: str, python: str) -> list[Daemo
             out.append(Daemon(n.name, program, (
                 os.path.join(bindir, program), "--config", f"{d}/{config}"),
                 log=f"{d}/{program}.log"))
+    for m in plan.by_role("mux"):  # BFD to the leaf, once the agent has the uplink up
+        out += frr(plan, m, run_dir)
     for vm in plan.by_role("vm"):
         d = node_dir(run_dir, vm)
         out.append(Daemon(vm.name, "http-server", (

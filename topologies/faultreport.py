@@ -11,7 +11,8 @@ last sign of disruption was seen:
 - a long-lived connection that failed: when it failed (less the read timeout for a timeout).
 
 `established_broken` counts the long-lived connections that failed after the fault, except on
-the `exempt_vms` (a backend the scenario itself kills or removes); those are counted apart.
+the `exempt_vms` (a backend the scenario itself kills or removes); those are counted apart. A
+long-lived connection that failed before its first answer counts as a failed new connection.
 `committed_lost` lists the ledger writes a replica acknowledged that the cluster no longer has.
 """
 
@@ -66,7 +67,9 @@ def fault_cost(load: dict[str, Any], fault_at: float, repair_at: float | None,
     timeout = float(load["settings"]["timeout"])
     ended = float(load["ended"])
     failed_after = [f for f in load["failures"] if f["t"] >= fault_at]
-    long_failed = [f for f in failed_after if f["what"] != "new"]
+    # a long-lived connection that never got an answer was a new connection that failed
+    never_up = [f for f in failed_after if f["what"] != "new" and not f["vm"]]
+    long_failed = [f for f in failed_after if f["what"] != "new" and f["vm"]]
     exempt = [f for f in long_failed if f["vm"] in exempt_vms]
     counted = [f for f in long_failed if f["vm"] not in exempt_vms]
     kinds: dict[str, int] = {}
@@ -83,7 +86,7 @@ def fault_cost(load: dict[str, Any], fault_at: float, repair_at: float | None,
         established_broken_exempt=len(exempt),
         broken_kinds=kinds,
         new_attempted=len(new_after),
-        new_failed=len([n for n in new_after if n[1] is None]),
+        new_failed=len([n for n in new_after if n[1] is None]) + len(never_up),
         new_slow=len([n for n in new_after if n[1] is not None and n[1] > SLOW_MS]),
         recovery_s=_recovery(disruptions, fault_at, repair_at if repair_at else ended + 1),
         repair_recovery_s=(_recovery(disruptions, repair_at, ended + 1)

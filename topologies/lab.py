@@ -32,7 +32,7 @@ from ananta.shell import CommandFailed, run
 from ananta.topologies import configs
 from ananta.topologies.daemons import Daemon, daemons
 from ananta.topologies.netns import NS_PREFIX, build_commands
-from ananta.topologies.spec import LabPlan, LabSpec, build_plan
+from ananta.topologies.spec import LabPlan, LabSpec, Node, build_plan
 
 RUN_DIR = os.environ.get("ANANTA_LAB_DIR", "/run/ananta/lab")
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -154,11 +154,14 @@ def write_configs(plan: LabPlan, secret: dict[str, str]) -> None:
     for hv in plan.by_role("hypervisor"):
         _write(os.path.join(configs.node_dir(RUN_DIR, hv), "hostagent.yaml"),
                yaml.safe_dump(configs.hostagent_config(plan, hv, RUN_DIR), sort_keys=False))
-    for r in plan.by_role("router"):
-        d = configs.node_dir(RUN_DIR, r)
+    for node in [*plan.by_role("router"), *plan.by_role("mux")]:
+        d = configs.frr_dir(RUN_DIR, node)
+        os.makedirs(d, exist_ok=True)
         shutil.chown(d, "frr", "frr")
-        _write(os.path.join(d, "zebra.conf"), configs.zebra_conf(r), "frr")
-        _write(os.path.join(d, "bgpd.conf"), configs.bgpd_conf(plan, r), "frr")
+        texts = {"zebra": configs.zebra_conf(node), "bgpd": configs.bgpd_conf(plan, node)
+                 if node.role == "router" else "", "bfdd": configs.bfdd_conf(plan, node)}
+        for prog in configs.frr_daemons(plan, node):
+            _write(os.path.join(d, f"{prog}.conf"), texts[prog], "frr")
 
 
 def start_daemon(plan: LabPlan, daemon: Daemon) -> None:
@@ -276,7 +279,22 @@ def bgp_problems(plan: LabPlan) -> list[str]:
             elif info.get("peerUptimeMsec", 0) < settle_ms:  # has not yet outlived a hold time
                 problems.append(f"{r.name}: BGP to {peer.name} up for only "
                                 f"{info.get('peerUptimeMsec', 0)} ms")
+        if "bfdd" in configs.frr_daemons(plan, r):
+            problems += bfd_problems(plan, r, d)
     return problems
+
+
+def bfd_problems(plan: LabPlan, router: Node, vty_dir: str) -> list[str]:
+    """Every Mux under this router has its BFD session up."""
+    try:
+        out = ns_run(plan, router.name, ["vtysh", "--vty_socket", vty_dir, "-c",
+                                         "show bfd peers json"], timeout=10)
+        peers = {p.get("peer"): p.get("status") for p in json.loads(out or "[]")}
+    except (CommandFailed, ValueError, subprocess.TimeoutExpired) as exc:
+        return [f"{router.name}: bfdd not answering ({exc})"]
+    return [f"{router.name}: BFD to {peer.name} ({address}) is {peers.get(address, 'absent')}"
+            for peer, address, _ in plan.neighbors(router.name)
+            if peer.role == "mux" and peers.get(address) != "up"]
 
 
 def route_problems(plan: LabPlan, services: Services) -> list[str]:

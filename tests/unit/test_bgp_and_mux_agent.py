@@ -69,3 +69,17 @@ def test_routes_follow_ovs_the_lease_and_draining() -> None:
     assert wanted(None, failures=3) == nothing  # OVS down: withdraw
     assert parse_lease_cookie(lease_cookie(2**32 + 5, True)) == (5, True)
     assert parse_lease_cookie(0xA702123412345678) is None
+
+
+def test_a_mux_with_no_manager_as_master_serves_on_with_its_flows() -> None:
+    """The whole Manager cluster down (or electing): every lease goes stale at once, and
+    withdrawing would take every VIP off the network. Only a live leader fences a Mux out."""
+    vips = frozenset({"203.0.113.10", "203.0.113.11"})
+    stale = read_phy_dump(DUMP + lease_line(1, False, 30.0))
+    assert routes_wanted(stale, 0, 3, 5.0, headless=True) == (vips, 0)
+    assert routes_wanted(stale, 0, 3, 5.0, headless=False) == (frozenset(), 0)
+    stale_draining = read_phy_dump(DUMP + lease_line(1, True, 30.0))
+    assert routes_wanted(stale_draining, 0, 3, 5.0, headless=True) == (vips, DRAIN_PREPEND)
+    # a fresh OVS has no lease and no flows: nothing to serve, headless or not
+    assert routes_wanted(read_phy_dump(DUMP), 0, 3, 5.0, headless=True) == (frozenset(), 0)
+    assert routes_wanted(None, 3, 3, 5.0, headless=True) == (frozenset(), 0)

@@ -25,7 +25,7 @@ PURE_MODULES = [
     "controller/health.py", "hostagent/probe.py",
     "bgp/commands.py", "mux/config.py", "mux/programmed.py", "hostagent/config.py",
     "topologies/spec.py", "topologies/configs.py", "topologies/netns.py",
-    "topologies/daemons.py",
+    "topologies/daemons.py", "topologies/faultreport.py",
 ]
 FORBIDDEN = ("socket", "subprocess", "os_ken", "pysyncobj", "mininet", "threading",
              "ananta.shell", "random", "time")

@@ -1,0 +1,77 @@
+"""What a fault cost: the arithmetic behind `ananta chaos` (topologies/faultreport.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ananta.topologies.faultreport import fault_cost, unmet_goals
+
+FAULT, REPAIR, END = 100.0, 106.0, 115.0
+
+
+def load(failures: Sequence[dict[str, Any]] = (), stalls: Sequence[dict[str, Any]] = (),
+         new: Sequence[tuple[float, float | None, str]] = ()) -> dict[str, Any]:
+    return {"settings": {"timeout": 10.0}, "started": 90.0, "ended": END,
+            "failures": list(failures), "stalls": list(stalls), "new": list(new),
+            "long_lived": [{"id": "ka0.0", "opened": 91.0, "closed": END},
+                           {"id": "st0.0", "opened": 91.0, "closed": END},
+                           {"id": "ka1.1", "opened": 108.0, "closed": END}]}
+
+
+def failure(t: float, what: str, kind: str, vm: str = "vm1") -> dict[str, Any]:
+    return {"t": t, "what": what, "id": "x", "kind": kind, "vm": vm, "detail": ""}
+
+
+def test_a_quiet_run_costs_nothing_and_meets_every_goal() -> None:
+    cost = fault_cost(load(new=[(95.0, 3.0, "vm1"), (101.0, 2.5, "vm2")]), FAULT, REPAIR,
+                      acked=["a", "b"], present=["a", "b", "c"])
+    assert (cost.recovery_s, cost.repair_recovery_s, cost.established) == (0.0, 0.0, 2)
+    assert (cost.new_attempted, cost.new_failed, cost.committed_lost) == (1, 0, [])
+    assert unmet_goals(cost, True, 3.0) == []
+
+
+def test_recovery_is_the_last_disruption_of_each_window() -> None:
+    cost = fault_cost(load(
+        new=[(100.5, None, "timeout"), (101.0, 1500.0, "vm2"), (102.0, 3.0, "vm1"),
+             (107.0, None, "refused")],
+        stalls=[{"t": 100.2, "what": "stream", "id": "s", "seconds": 2.8, "vm": "vm3"}]),
+        FAULT, REPAIR)
+    assert cost.recovery_s == 3.0  # the stall ended at 103.0
+    assert cost.repair_recovery_s == 1.0
+    assert (cost.new_failed, cost.new_slow) == (2, 1)
+
+
+def test_a_timed_out_connection_counts_from_when_it_went_quiet() -> None:
+    cost = fault_cost(load(failures=[failure(112.0, "stream", "timeout")]), FAULT, None)
+    assert cost.recovery_s == 2.0 and cost.repair_recovery_s is None
+
+
+def test_broken_connections_on_the_faulted_backend_are_counted_apart() -> None:
+    cost = fault_cost(load(failures=[failure(101.0, "keepalive", "reset", "vm4"),
+                                     failure(101.5, "stream", "reset", "vm1"),
+                                     failure(102.0, "new", "refused", "")]),
+                      FAULT, REPAIR, exempt_vms=frozenset({"vm4"}))
+    assert (cost.established_broken, cost.established_broken_exempt) == (1, 1)
+    assert cost.broken_kinds == {"reset": 1}
+    assert unmet_goals(cost, False, None) == []
+    assert unmet_goals(cost, True, None) == [
+        "1 established connections broken ({'reset': 1}) with the backend set unchanged"]
+
+
+def test_lost_commits_and_a_sick_baseline_are_goals_missed() -> None:
+    cost = fault_cost(load(failures=[failure(95.0, "new", "timeout", "")]), FAULT, REPAIR,
+                      acked=["t-1", "t-2", "t-3"], present=["t-1", "t-3"])
+    assert cost.committed_lost == ["t-2"] and cost.baseline_failures == 1
+    assert unmet_goals(cost, True, None) == [
+        "1 committed writes lost", "1 failures before the fault (the lab was unwell)"]
+
+
+def test_slow_recovery_is_a_goal_missed() -> None:
+    cost = fault_cost(load(new=[(103.5, None, "timeout")]), FAULT, REPAIR)
+    assert unmet_goals(cost, True, 3.0) == ["recovery 3.5 s > 3.0 s"]
+
+
+def test_a_long_lived_connection_that_never_got_an_answer_is_a_failed_new_one() -> None:
+    cost = fault_cost(load(failures=[failure(101.0, "keepalive", "refused", "")]), FAULT, REPAIR)
+    assert (cost.established_broken, cost.new_failed) == (0, 1)
