@@ -68,8 +68,9 @@ def load_or_report(loader: Callable[[str], C], args: argparse.Namespace) -> C | 
 
 def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
                    after_each_check: Callable[[], None],
-                   extra: Sequence[Sequence[str]] = ()) -> int:
-    """Converge the bridges (then run `extra`), and re-check every CHECK_INTERVAL s: an OVS
+                   extra: Sequence[Sequence[str]] = (),
+                   interval: float = CHECK_INTERVAL) -> int:
+    """Converge the bridges (then run `extra`), and re-check every `interval` s: an OVS
     restart loses them."""
     converged = False
     while True:
@@ -86,4 +87,4 @@ def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
             if once:
                 return 0
             after_each_check()
-        time.sleep(CHECK_INTERVAL)
+        time.sleep(interval)

@@ -8,7 +8,9 @@ ARPs the router (see refresh_router_mac).
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 import sys
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
@@ -17,17 +19,30 @@ from ananta.hostagent.manager_api import ManagerApi
 from ananta.hostagent.monitor import HealthMonitor
 from ananta.hostagent.snat_watch import SnatWatch
 from ananta.node import probe_port_commands
-from ananta.shell import run
+from ananta.shell import CommandFailed, run
+
+ROUTER_MAC_REFRESH = 0.5
+_NW_DST = re.compile(r"\bnw_dst=(\d+\.\d+\.\d+\.\d+)\b")
 
 
 def refresh_router_mac(config: HostAgentConfig) -> None:
     """ARP the router: its reply, seen on the uplink, (re)teaches br-phy the router's MAC.
 
     That learned flow sends Direct Server Return replies to the router; an OVS restart or a
-    switch reprogramming loses it, so the agent re-teaches it at every check.
+    switch reprogramming loses it, so the agent re-teaches it at every check (0.5 s).
     """
     run(["arping", "-q", "-c", "1", "-w", "1", "-I", "br-phy", config.uplink.gateway],
         env=ovs_env(config), check=False, timeout=5)
+
+
+def probe_paths(config: HostAgentConfig) -> frozenset[str] | None:
+    """The VM addresses br-int has a probe flow to (from LOCAL) now; None if OVS is down."""
+    try:
+        out = run(["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+                   "table=0,ip,in_port=LOCAL"], env=ovs_env(config), timeout=2)
+    except (CommandFailed, OSError, subprocess.TimeoutExpired):
+        return None
+    return frozenset(m.group(1) for m in _NW_DST.finditer(out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         with open(config.agent_token_file or "", encoding="utf-8") as fh:
             token = fh.readline().strip()
         api = ManagerApi(config.manager_api, token)
-        HealthMonitor(config.name, api).start()
+        HealthMonitor(config.name, api, lambda: probe_paths(config)).start()
         SnatWatch(config.name, ManagerApi(config.manager_api, token), ovs_env(config)).start()
 
+    # every 0.5 s: after an OVS restart, replies wait for the router's MAC to be re-learnt
     return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config),
-                          extra=probe_port_commands(config.probe_addresses))
+                          extra=probe_port_commands(config.probe_addresses),
+                          interval=ROUTER_MAC_REFRESH)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ the gateway address on br-int), runs each result through the pure state machine
 (hostagent/probe.py), and reports every settled opinion that differs from the cluster's
 (POST /api/v1/hosts/NAME/health): at once on a change, and again on the next poll if a
 report was lost or the agent restarted.
+
+A failed probe is evidence against the VM only if the host's own probe path (the br-int
+flow from LOCAL to that VM) stood all the while it ran: when this host's OVS restarts, the
+probes fail because the host is mending, not because its VMs are down, and reporting them
+down would move every new connection off them and back a second later.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +30,7 @@ from ananta.hostagent.probe import ProbeState, step
 
 LOG = logging.getLogger("ananta.hostagent.health")
 POLL_INTERVAL = 2.0
+PATH_CHECK_INTERVAL = 0.25
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Target:
     state: ProbeState = field(default_factory=ProbeState)
     due: float = 0.0
     running: Future[bool] | None = None
+    started: float = 0.0
 
 
 def probe(address: str, port: int, check: dict[str, Any]) -> bool:
@@ -55,8 +63,12 @@ def probe(address: str, port: int, check: dict[str, Any]) -> bool:
 
 
 class HealthMonitor:
-    def __init__(self, host: str, api: ManagerApi):
+    def __init__(self, host: str, api: ManagerApi,
+                 probe_paths: Callable[[], frozenset[str] | None] = lambda: None):
         self.host, self.call = host, api.call
+        self.probe_paths = probe_paths  # VM addresses with a probe path now; None: no OVS
+        self.path_lost: dict[str, float] = {}  # address -> when its path was last missing
+        self.next_path_check = 0.0
         self.targets: dict[str, Target] = {}
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe")
         self.next_poll = 0.0
@@ -97,15 +109,26 @@ class HealthMonitor:
         if now >= self.next_poll:
             self.next_poll = now + POLL_INTERVAL
             self.poll_targets(now)
+        if now >= self.next_path_check:
+            self.next_path_check = now + PATH_CHECK_INTERVAL
+            paths = self.probe_paths()
+            for t in self.targets.values():
+                if paths is None or t.address not in paths:
+                    self.path_lost[t.address] = now
         changed = False
         for t in self.targets.values():
             if t.running is not None and t.running.done():
-                before = t.state.settled
-                t.state = step(t.state, t.running.result(), t.check["rise"], t.check["fall"])
+                ok = t.running.result()
                 t.running = None
+                path_lost = self.path_lost.get(t.address, -1.0)
+                if not ok and path_lost >= t.started - PATH_CHECK_INTERVAL:
+                    continue  # the host's own path was down: no evidence about the VM
+                before = t.state.settled
+                t.state = step(t.state, ok, t.check["rise"], t.check["fall"])
                 changed |= t.state.settled != before
             if t.running is None and now >= t.due:
                 t.due = now + t.check["interval_ms"] / 1000
+                t.started = now
                 t.running = self.pool.submit(probe, t.address, t.port, t.check)
         if changed or any(t.state.settled is not None and t.state.settled == t.cluster_down
                           for t in self.targets.values()):
