@@ -7,7 +7,8 @@ br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, 
         (table 2; OpenFlow 1.5, selection_method=hash over the 5-tuple: rendezvous hashing),
         where each backend taking new connections has buckets in proportion to its weight
         (hashing.py). A bucket sets tun_dst = the DIP's host and tun_id = the DIP, and
-        table 3 learns the connection's untrusted entry and outputs to the GRE port. A known
+        table 3 outputs to the GRE port, learning the connection's untrusted entry unless
+        the packet is a SYN (half-open connections hold no state). A known
         connection's packet goes out with the tunnel fields its entry loaded, so it keeps its
         DIP whatever happens to the backend set; its first non-SYN packet makes the entry
         trusted (longer idle timeout). Any other packet to a VIP is dropped by a per-VIP flow
@@ -55,6 +56,7 @@ from ananta.controller.pipeline import check_flows
 from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
+PRIO_HALF_OPEN = 310
 PRIO_VIP = 200
 PRIO_NEW_SYN = 200
 PRIO_TRUSTED = 110
@@ -62,15 +64,16 @@ PRIO_UNTRUSTED = 100
 PRIO_DEFAULT = 0
 
 T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD = 0, 1, 2, 3, 4
-# Connection entries (table 1). The first packet of a connection (for TCP, a SYN) learns an
-# untrusted entry that lives UNTRUSTED_IDLE_S without traffic; the connection's next packet
-# that is not a SYN (the handshake's ACK; any second datagram for UDP) learns a trusted entry
+# Connection entries (table 1). A TCP SYN learns nothing: it is hashed, every time (so a new
+# connection that reuses an old one's 5-tuple never follows a stale entry to a backend gone
+# since). Half-open connections hold no state: a SYN flood, spoofed or not, costs the Mux no
+# flow_mod (each one makes OVS revalidate every datapath flow, which is what slowed the
+# other VIPs under a flood). A connection's first packet that is not a SYN (the handshake's
+# ACK; a UDP flow's first datagram), finding no entry, is hashed and learns an untrusted
+# entry that lives UNTRUSTED_IDLE_S without traffic; its next one learns a trusted entry
 # (higher priority: OVS's learn() keeps an existing flow's timeouts, so the untrusted one
-# cannot be promoted in place) with the longer idle timeout. A SYN flood thus leaves only
-# entries that expire in seconds. An entry that saw a FIN or RST expires FIN_IDLE_S after its
-# last packet. A SYN never uses an entry: it is hashed again and re-learns the untrusted
-# one, so a new connection that reuses an old one's 5-tuple does not follow its stale
-# untrusted entry to a backend that has gone since.
+# cannot be promoted in place) with the longer idle timeout. An entry that saw a FIN or RST
+# expires FIN_IDLE_S after its last packet.
 UNTRUSTED_IDLE_S = 10
 TRUSTED_IDLE_S = 300
 FIN_IDLE_S = 5
@@ -235,6 +238,10 @@ def compile_mux_int(services: Services, inv: Inventory,
              (), FlowKind.DEFAULT, "syn-is-new"),
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_PIN, PRIO_HALF_OPEN,
+             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
+                   tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
+             (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT, "syn-learns-nothing"),
         Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),
              FlowKind.DEFAULT, "new-connection"),
         Flow(T_FORWARD, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,

@@ -38,8 +38,9 @@ MUX_INT = (
     _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a new connection: the endpoint's consistent-hash select group; the bucket sets "
        "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),
-    _t(3, "pin", "eth_type ip_proto tunnel_id",
-       "learn the new connection's untrusted entry in table 1, then out of the GRE port"),
+    _t(3, "pin", "eth_type ip_proto tcp_flags tunnel_id",
+       "a SYN: out of the GRE port, no state; else learn the connection's untrusted entry in "
+       "table 1, then out of the GRE port"),
     _t(4, "forward", "reg3 eth_type ip_proto tcp_flags tunnel_id",
        "no entry: to table 2; an untrusted entry's first non-SYN packet learns the trusted "
        "entry; then out of the GRE port"),

@@ -125,6 +125,7 @@ class Scenario:
     recovery_goal_s: float | None = None  # for the fault window
     prepare: Callable[[Run], None] | None = None
     cleanup: Callable[[Run], None] | None = None
+    neighbour_goal: bool = False  # the load's VIP is a bystander: within 5% of its baseline
 
 
 def _kill_leader(r: Run) -> None:
@@ -219,14 +220,50 @@ def _remove_vm4(r: Run) -> None:
           "--tenant", "demo")
 
 
-def _add_vm4(r: Run) -> None:
+def _add_vm4(r: Run, wait: bool = True) -> None:
     admin(r.plan, "backend", "add", VIP_NAME, ENDPOINT,
-          f"{backend_address(r.plan, 'vm4')}:8080:100", "--tenant", "demo")
+          f"{backend_address(r.plan, 'vm4')}:8080:100", "--tenant", "demo",
+          *(() if wait else ("--no-wait",)))
 
 
 def _kill_mux_and_add_vm4(r: Run) -> None:
     _kill_mux(r)
-    _add_vm4(r)
+    _add_vm4(r, wait=False)  # committed; a dead Mux cannot confirm it programmed it
+
+
+FLOOD_VIP, FLOOD_PPS, FLOOD_LIMIT_PPS = "203.0.113.30", 2000, 200
+
+
+def _create_flood_vip(r: Run) -> None:
+    backends = [a for vm in ("vm1", "vm2", "vm3", "vm4")
+                for a in ("--backend", f"{backend_address(r.plan, vm)}:8080")]
+    admin(r.plan, "vip", "create", "flooded", "--tenant", "demo", "--address", FLOOD_VIP,
+          "--endpoint", "tcp:80", *backends)
+
+
+def _create_limited_flood_vip(r: Run) -> None:
+    _create_flood_vip(r)
+    admin(r.plan, "vip", "limit", "flooded", str(FLOOD_LIMIT_PPS), "--tenant", "demo")
+
+
+def _delete_flood_vip(r: Run) -> None:
+    admin(r.plan, "vip", "delete", "flooded", "--tenant", "demo")
+
+
+def _start_flood(r: Run) -> None:
+    r.notes["flood"] = subprocess.Popen(
+        ["ip", "netns", "exec", r.plan.nodes["client1"].namespace, "hping3", "--syn",
+         "--rand-source", "-p", "80", "-i", f"u{1_000_000 // FLOOD_PPS}", FLOOD_VIP],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_flood(r: Run) -> None:
+    flood: subprocess.Popen[bytes] = r.notes["flood"]
+    flood.terminate()
+    try:
+        flood.wait(5)
+    except subprocess.TimeoutExpired:
+        flood.kill()
 
 
 SCENARIOS = {s.name: s for s in [
@@ -255,7 +292,14 @@ SCENARIOS = {s.name: s for s in [
     Scenario("mux-kill-during-change",
              "vm4 out of the VIP; SIGKILL mux1 and add vm4 at once; restart mux1 after 6 s",
              _kill_mux_and_add_vm4, _start_mux, 6.0, dip_set_unchanged=False,
-             prepare=_remove_vm4),
+             prepare=_remove_vm4, cleanup=_add_vm4),
+    Scenario("syn-flood", f"hping3 SYN flood ({FLOOD_PPS} pps, random sources) on another "
+             "VIP for 8 s, while the load runs on the demo VIP", _start_flood, _stop_flood, 8.0,
+             neighbour_goal=True, prepare=_create_flood_vip, cleanup=_delete_flood_vip),
+    Scenario("syn-flood-rate-limited", f"the same flood on a VIP whose tenant limit "
+             f"(rate_limit_pps) is {FLOOD_LIMIT_PPS}: every Mux meters it before the hosts",
+             _start_flood, _stop_flood, 8.0, neighbour_goal=True,
+             prepare=_create_limited_flood_vip, cleanup=_delete_flood_vip),
 ]}
 
 
@@ -350,5 +394,6 @@ def run(name: str, say: Callable[[str], None] = print,
             "recovery_goal_s": scenario.recovery_goal_s,
             "ready_after_s": round(ready_at - fault_at, 2),
             "cost": cost.as_dict(),
-            "unmet": unmet_goals(cost, scenario.dip_set_unchanged, scenario.recovery_goal_s),
+            "unmet": unmet_goals(cost, scenario.dip_set_unchanged, scenario.recovery_goal_s,
+                                 scenario.neighbour_goal),
             "failures": loaded["failures"][:50], "stalls": loaded["stalls"][:50]}

@@ -18,11 +18,29 @@ long-lived connection that failed before its first answer counts as a failed new
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 SLOW_MS = 900.0
+
+
+@dataclass(frozen=True)
+class LatencyView:
+    attempted: int
+    success_rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+def latency_view(new: list[tuple[float, float | None, str]]) -> LatencyView:
+    ok = sorted(n[1] for n in new if n[1] is not None)
+    return LatencyView(
+        attempted=len(new),
+        success_rate=round(len(ok) / len(new), 4) if new else None,
+        p50_ms=round(ok[(len(ok) - 1) // 2], 2) if ok else None,
+        p99_ms=round(ok[min(len(ok) - 1, int(len(ok) * 0.99))], 2) if ok else None)
 
 
 @dataclass(frozen=True)
@@ -37,12 +55,14 @@ class FaultCost:
     new_slow: int
     recovery_s: float
     repair_recovery_s: float | None
+    new_before: LatencyView
+    new_during: LatencyView  # new connections started between the fault and the repair
     committed_acked: int
     committed_lost: list[str] = field(default_factory=list)
     longest_write_gap_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
 
 
 def _disruptions(load: dict[str, Any], timeout: float) -> list[float]:
@@ -91,14 +111,20 @@ def fault_cost(load: dict[str, Any], fault_at: float, repair_at: float | None,
         recovery_s=_recovery(disruptions, fault_at, repair_at if repair_at else ended + 1),
         repair_recovery_s=(_recovery(disruptions, repair_at, ended + 1)
                            if repair_at is not None else None),
+        new_before=latency_view([n for n in load["new"] if n[0] < fault_at]),
+        new_during=latency_view([n for n in new_after
+                                 if n[0] < (repair_at if repair_at is not None else ended)]),
         committed_acked=len(acked_names),
         committed_lost=sorted(name for name in acked_names if name not in present_set),
         longest_write_gap_s=longest_write_gap_s,
     )
 
 
-def unmet_goals(cost: FaultCost, dip_set_unchanged: bool,
-                recovery_goal_s: float | None) -> list[str]:
+NEIGHBOUR_TOLERANCE = 0.05
+
+
+def unmet_goals(cost: FaultCost, dip_set_unchanged: bool, recovery_goal_s: float | None,
+                neighbour_goal: bool = False) -> list[str]:
     """The goals of ../shared/design/TARGETS.md (Reliability) this run missed, in words."""
     unmet = []
     if cost.committed_lost:
@@ -110,4 +136,13 @@ def unmet_goals(cost: FaultCost, dip_set_unchanged: bool,
                      f"({cost.broken_kinds}) with the backend set unchanged")
     if recovery_goal_s is not None and cost.recovery_s > recovery_goal_s:
         unmet.append(f"recovery {cost.recovery_s} s > {recovery_goal_s} s")
+    before, during = cost.new_before, cost.new_during
+    if neighbour_goal and before.success_rate is not None and during.success_rate is not None:
+        if during.success_rate < before.success_rate * (1 - NEIGHBOUR_TOLERANCE):
+            unmet.append(f"success rate {during.success_rate:.1%} under the fault, "
+                         f"{before.success_rate:.1%} before")
+        if (before.p50_ms is not None and during.p50_ms is not None
+                and during.p50_ms > before.p50_ms * (1 + NEIGHBOUR_TOLERANCE)):
+            unmet.append(f"p50 latency {during.p50_ms} ms under the fault, "
+                         f"{before.p50_ms} ms before")
     return unmet

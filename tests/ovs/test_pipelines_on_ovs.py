@@ -119,7 +119,7 @@ def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) ->
     rig.wait_programmed()
 
 
-def test_a_syn_learns_an_untrusted_entry_and_its_ack_a_trusted_one(rig: Rig) -> None:
+def test_a_syn_learns_nothing_its_ack_an_untrusted_entry_then_trusted(rig: Rig) -> None:
     """Real packets generated into the Mux (`ofproto/trace -generate` runs learn())."""
     def send(flags: str) -> None:
         rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
@@ -132,12 +132,12 @@ def test_a_syn_learns_an_untrusted_entry_and_its_ack_a_trusted_one(rig: Rig) -> 
         return sorted(line for line in dump.splitlines() if "tp_src=45000" in line)
 
     send("0x002")
+    assert entries() == []  # a half-open connection holds no state
+    send("0x010")
     (untrusted,) = entries()
     assert "idle_timeout=10," in untrusted and "priority=100," in untrusted, untrusted
     assert "set_field:0x1->reg3" in untrusted and "fin_timeout(idle_timeout=5)" in untrusted
-    send("0x002")
-    assert len(entries()) == 1
-    send("0x010")
+    send("0x018")
     trusted = [e for e in entries() if "priority=110," in e]
     assert len(trusted) == 1 and "idle_timeout=300," in trusted[0], entries()
     assert "set_field:0x2->reg3" in trusted[0]
@@ -147,7 +147,7 @@ def test_a_syn_learns_an_untrusted_entry_and_its_ack_a_trusted_one(rig: Rig) -> 
 
 def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) -> None:
     """The Mux's connection table holds 200 entries here. VIP .10 has 30 confirmed
-    connections (60 entries); 300 SYNs to VIP .11 overflow the table, and OVS evicts only
+    connections (60 entries); 300 ACKs of unknown connections to VIP .11 overflow the table, and OVS evicts only
     .11's entries (the VIP with the most)."""
     data = services()
     data["vips"].append({**services(vip="203.0.113.11")["vips"][0], "name": "flooded"})
@@ -169,8 +169,8 @@ def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) 
             packet("203.0.113.10", sport, 0x002)
             packet("203.0.113.10", sport, 0x010)
         assert entries("203.0.113.10") == 60
-        for sport in range(30000, 30300):
-            packet("203.0.113.11", sport, 0x002)
+        for sport in range(30000, 30300):  # (SYNs alone would make no entry at all)
+            packet("203.0.113.11", sport, 0x010)
         assert entries("203.0.113.10") == 60
         assert 0 < entries("203.0.113.11") <= 200 - 60  # (the table holds a few others too)
     finally:

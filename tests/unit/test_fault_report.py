@@ -75,3 +75,17 @@ def test_slow_recovery_is_a_goal_missed() -> None:
 def test_a_long_lived_connection_that_never_got_an_answer_is_a_failed_new_one() -> None:
     cost = fault_cost(load(failures=[failure(101.0, "keepalive", "refused", "")]), FAULT, REPAIR)
     assert (cost.established_broken, cost.new_failed) == (0, 1)
+
+
+def test_a_bystander_vip_must_keep_its_success_rate_and_latency() -> None:
+    before = [(90.0 + i / 10, 2.0, "vm1") for i in range(50)]
+    steady = fault_cost(load(new=before + [(101.0 + i / 10, 2.05, "vm1") for i in range(40)]),
+                        FAULT, REPAIR)
+    assert steady.new_before.p50_ms == 2.0 and steady.new_during.p50_ms == 2.05
+    assert unmet_goals(steady, True, None, neighbour_goal=True) == []
+    hurt = fault_cost(load(new=before + [(101.0 + i / 10, 3.0 if i % 2 else None, "vm1")
+                                         for i in range(40)]), FAULT, REPAIR)
+    assert hurt.new_during.success_rate == 0.5
+    assert unmet_goals(hurt, True, None, neighbour_goal=True) == [
+        "success rate 50.0% under the fault, 100.0% before",
+        "p50 latency 3.0 ms under the fault, 2.0 ms before"]

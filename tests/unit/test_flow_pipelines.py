@@ -229,7 +229,7 @@ def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
         assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != first[30000]
 
 
-def test_a_syn_makes_an_untrusted_entry_and_the_handshake_ack_a_trusted_one() -> None:
+def test_a_syn_makes_no_entry_the_handshake_ack_an_untrusted_one_then_trusted() -> None:
     phy, int_ = mux_pair(demo_services())
 
     def send(sport: int, flags: int) -> int:
@@ -244,18 +244,18 @@ def test_a_syn_makes_an_untrusted_entry_and_the_handshake_ack_a_trusted_one() ->
                       for f in int_.learned if ("tcp_src", sport) in f.match)
 
     dip = send(50000, TCP_SYN)
-    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
-    assert send(50000, TCP_SYN) == dip  # a retransmitted SYN confirms nothing
-    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
+    assert entries(50000) == []  # a half-open connection holds no state
+    assert send(50000, TCP_SYN) == dip  # a retransmitted SYN: hashed the same way
     assert send(50000, 0x010) == dip  # the handshake's ACK
+    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
+    assert send(50000, 0x018) == dip  # the request
     assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED), (PRIO_TRUSTED, TRUSTED)]
     assert send(50000, 0x018) == dip
     assert len(entries(50000)) == 2
-    # SYNs alone (a flood) only ever make untrusted entries
+    # SYNs alone (a flood) make no entry at all
     for sport in range(51000, 51050):
         send(sport, TCP_SYN)
-    assert {p for f in int_.learned for p in [f.priority]
-            if f.match and dict(f.match).get("tcp_src", 0) >= 51000} == {PRIO_UNTRUSTED}
+    assert not [f for f in int_.learned if f.match and dict(f.match).get("tcp_src", 0) >= 51000]
 
 
 def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints() -> None:
