@@ -147,8 +147,8 @@ def test_a_syn_learns_nothing_its_ack_an_untrusted_entry_then_trusted(rig: Rig) 
 
 def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) -> None:
     """The Mux's connection table holds 200 entries here. VIP .10 has 30 confirmed
-    connections (60 entries); 300 ACKs of unknown connections to VIP .11 overflow the table, and OVS evicts only
-    .11's entries (the VIP with the most)."""
+    connections (60 entries); 300 ACKs of unknown connections to VIP .11 overflow the
+    table, and OVS evicts only .11's entries (the VIP with the most)."""
     data = services()
     data["vips"].append({**services(vip="203.0.113.11")["vips"][0], "name": "flooded"})
     assert rig.write_services(data).returncode == 0
@@ -167,7 +167,8 @@ def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) 
     try:
         for sport in range(20000, 20030):
             packet("203.0.113.10", sport, 0x002)
-            packet("203.0.113.10", sport, 0x010)
+            packet("203.0.113.10", sport, 0x010)  # untrusted entry
+            packet("203.0.113.10", sport, 0x018)  # trusted entry
         assert entries("203.0.113.10") == 60
         for sport in range(30000, 30300):  # (SYNs alone would make no entry at all)
             packet("203.0.113.11", sport, 0x010)
