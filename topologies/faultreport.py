@@ -146,3 +146,40 @@ def unmet_goals(cost: FaultCost, dip_set_unchanged: bool, recovery_goal_s: float
             unmet.append(f"p50 latency {during.p50_ms} ms under the fault, "
                          f"{before.p50_ms} ms before")
     return unmet
+
+
+def table_row(result: dict[str, Any]) -> str:
+    """One scenario's line of docs/reliability.md's table."""
+    c = result["cost"]
+    rec = f"{c['recovery_s']:.2f}"
+    if c["repair_recovery_s"]:
+        rec += f" / {c['repair_recovery_s']:.2f}"
+    broken = f"{c['established_broken']} of {c['established']}"
+    if c["established_broken_exempt"]:
+        broken += f" (+{c['established_broken_exempt']} on the faulted backend)"
+    during = c["new_during"]
+    latency = (f"{c['new_before']['p50_ms']} -> {during['p50_ms']}"
+               if during["p50_ms"] is not None else "-")
+    verdict = "met" if not result["unmet"] else "NOT met: " + "; ".join(result["unmet"])
+    return (f"| `{result['scenario']}` | {rec} | {broken} | {c['new_failed']} of "
+            f"{c['new_attempted']} ({c['new_slow']} slow) | {latency} | "
+            f"{len(c['committed_lost'])} of {c['committed_acked']} | "
+            f"{c['longest_write_gap_s']} | {verdict} |")
+
+
+TABLE_HEAD = (
+    "| scenario | recovery s (fault / repair) | established broken | new connections failed "
+    "| new p50 ms before -> during | commits lost | longest write gap s | goals |\n"
+    "|---|---|---|---|---|---|---|---|")
+
+
+def render_table(results: list[dict[str, Any]]) -> str:
+    return "\n".join([TABLE_HEAD, *(table_row(r) for r in results)])
+
+
+def replace_between(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with what lies between the marker lines `begin` and `end` replaced."""
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise ValueError(f"markers {begin!r} and {end!r} not found")
+    return f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}"

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ananta.topologies.faultreport import fault_cost, unmet_goals
+from ananta.topologies.faultreport import (
+    TABLE_HEAD,
+    fault_cost,
+    render_table,
+    replace_between,
+    table_row,
+    unmet_goals,
+)
 
 FAULT, REPAIR, END = 100.0, 106.0, 115.0
 
@@ -89,3 +96,20 @@ def test_a_bystander_vip_must_keep_its_success_rate_and_latency() -> None:
     assert unmet_goals(hurt, True, None, neighbour_goal=True) == [
         "success rate 50.0% under the fault, 100.0% before",
         "p50 latency 3.0 ms under the fault, 2.0 ms before"]
+
+
+def test_a_scenario_renders_as_one_table_row() -> None:
+    cost = fault_cost(load(new=[(95.0, 2.0, "vm1"), (101.0, 1500.0, "vm2")],
+                           failures=[failure(101.0, "keepalive", "reset", "vm4")]),
+                      FAULT, REPAIR, exempt_vms=frozenset({"vm4"}), acked=["a"], present=["a"],
+                      longest_write_gap_s=0.25)
+    row = table_row({"scenario": "backend-vm-kill", "cost": cost.as_dict(), "unmet": []})
+    assert row == ("| `backend-vm-kill` | 1.00 | 0 of 2 (+1 on the faulted backend) | 0 of 1 "
+                   "(1 slow) | 2.0 -> 1500.0 | 0 of 1 | 0.25 | met |")
+    assert render_table([]) == TABLE_HEAD
+
+
+def test_the_table_replaces_what_lies_between_its_markers() -> None:
+    text = "intro\n<!-- b -->\nold\n<!-- e -->\nend\n"
+    assert replace_between(text, "<!-- b -->", "<!-- e -->", "new") == (
+        "intro\n<!-- b -->\nnew\n<!-- e -->\nend\n")
