@@ -73,7 +73,12 @@ def _chaos(args: argparse.Namespace) -> int:
     names = list(chaos.SCENARIOS) if args.scenario == "all" else [args.scenario]
     unmet = 0
     for name in names:
-        result = chaos.run(name, say=(lambda _: None) if args.json else print)
+        try:
+            result = chaos.run(name, say=(lambda _: None) if args.json else print)
+        except (RuntimeError, OSError, ValueError) as exc:  # the next scenario may still run
+            print(f"{name}: the scenario failed to run: {exc}", file=sys.stderr)
+            unmet += 1
+            continue
         unmet += bool(result["unmet"])
         if args.json:
             print(json.dumps(result), flush=True)

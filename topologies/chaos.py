@@ -292,7 +292,7 @@ SCENARIOS = {s.name: s for s in [
     Scenario("mux-kill-during-change",
              "vm4 out of the VIP; SIGKILL mux1 and add vm4 at once; restart mux1 after 6 s",
              _kill_mux_and_add_vm4, _start_mux, 6.0, dip_set_unchanged=False,
-             prepare=_remove_vm4, cleanup=_add_vm4),
+             prepare=_remove_vm4),
     Scenario("syn-flood", f"hping3 SYN flood ({FLOOD_PPS} pps, random sources) on another "
              "VIP for 8 s, while the load runs on the demo VIP", _start_flood, _stop_flood, 8.0,
              neighbour_goal=True, prepare=_create_flood_vip, cleanup=_delete_flood_vip),
