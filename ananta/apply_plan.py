@@ -24,23 +24,27 @@ class Request:
         return f"{self.method} {self.path}"
 
 
-def _vip_body(vip: Vip) -> dict[str, Any]:
+def _vip_body(vip: Vip, tenant: str | None) -> dict[str, Any]:
+    """A tenant's own token creates in its tenant; the admin names the tenant (`--tenant`),
+    else the API's default."""
     body = vip.model_dump(mode="json")
     body.pop("tenant")
-    return body
+    return {**body, "tenant": tenant} if tenant else body
 
 
-def plan_apply(current: list[Vip], desired: Services, prune: bool = False) -> list[Request]:
+def plan_apply(current: list[Vip], desired: Services, prune: bool = False,
+               tenant: str | None = None) -> list[Request]:
     have = {v.name: v for v in current}
     out: list[Request] = []
     for vip in desired.vips:
         old = have.get(vip.name)
         base = f"{API}/vips/{vip.name}"
         if old is None:
-            out.append(Request("POST", f"{API}/vips", _vip_body(vip)))
+            out.append(Request("POST", f"{API}/vips", _vip_body(vip, tenant)))
             continue
         if old.address != vip.address:
-            out += [Request("DELETE", base), Request("POST", f"{API}/vips", _vip_body(vip))]
+            out += [Request("DELETE", base),
+                    Request("POST", f"{API}/vips", _vip_body(vip, tenant))]
             continue
         old_eps = {(e.protocol, e.port): e for e in old.endpoints}
         new_eps = {(e.protocol, e.port): e for e in vip.endpoints}

@@ -246,7 +246,7 @@ def _api(args: argparse.Namespace) -> int:
         current = [Vip.model_validate(v) for v in client.call("GET", "/api/v1/vips")]
         if args.tenant:
             current = [v for v in current if v.tenant == args.tenant]
-        requests = plan_apply(current, desired, prune=args.prune)
+        requests = plan_apply(current, desired, prune=args.prune, tenant=args.tenant)
         if not requests:
             print("nothing to change")
         last = None

@@ -231,19 +231,28 @@ def _kill_mux_and_add_vm4(r: Run) -> None:
     _add_vm4(r, wait=False)  # committed; a dead Mux cannot confirm it programmed it
 
 
-FLOOD_VIP, FLOOD_PPS, FLOOD_LIMIT_PPS = "203.0.113.30", 2000, 200
+FLOOD_VIP, FLOOD_PPS, FLOOD_LIMIT_PPS, FLOOD_BACKEND_PORT = "203.0.113.30", 2000, 200, 8081
 
 
-def _create_flood_vip(r: Run) -> None:
-    backends = [a for vm in ("vm1", "vm2", "vm3", "vm4")
-                for a in ("--backend", f"{backend_address(r.plan, vm)}:8080")]
-    admin(r.plan, "vip", "create", "flooded", "--tenant", "demo", "--address", FLOOD_VIP,
-          "--endpoint", "tcp:80", *backends)
-
-
-def _create_limited_flood_vip(r: Run) -> None:
-    _create_flood_vip(r)
-    admin(r.plan, "vip", "limit", "flooded", str(FLOOD_LIMIT_PPS), "--tenant", "demo")
+def _flood_vip(limit_pps: int | None) -> Callable[[Run], None]:
+    """Another tenant's service on the same hosts: its own port on the VMs, where nothing
+    listens (each SYN that reaches a VM is answered by a RST), not the demo VIP's listening
+    sockets, whose SYN queue a flood would fill: that is the backends' exposure, not the
+    load balancer's. No health check, so its backends take the flood."""
+    def create(r: Run) -> None:
+        vip: dict[str, Any] = {
+            "name": "flooded", "tenant": "demo", "address": FLOOD_VIP,
+            "endpoints": [{"protocol": "tcp", "port": 80, "health_check": {"type": "none"},
+                           "backends": [{"address": backend_address(r.plan, vm),
+                                         "port": FLOOD_BACKEND_PORT}
+                                        for vm in ("vm1", "vm2", "vm3", "vm4")]}]}
+        if limit_pps is not None:
+            vip["rate_limit_pps"] = limit_pps
+        path = os.path.join(lab.RUN_DIR, "flooded.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"vips": [vip]}, fh)  # (JSON is YAML)
+        admin(r.plan, "apply", "-f", path, "--tenant", "demo")
+    return create
 
 
 def _delete_flood_vip(r: Run) -> None:
@@ -295,11 +304,11 @@ SCENARIOS = {s.name: s for s in [
              prepare=_remove_vm4),
     Scenario("syn-flood", f"hping3 SYN flood ({FLOOD_PPS} pps, random sources) on another "
              "VIP for 8 s, while the load runs on the demo VIP", _start_flood, _stop_flood, 8.0,
-             neighbour_goal=True, prepare=_create_flood_vip, cleanup=_delete_flood_vip),
+             neighbour_goal=True, prepare=_flood_vip(None), cleanup=_delete_flood_vip),
     Scenario("syn-flood-rate-limited", f"the same flood on a VIP whose tenant limit "
              f"(rate_limit_pps) is {FLOOD_LIMIT_PPS}: every Mux meters it before the hosts",
              _start_flood, _stop_flood, 8.0, neighbour_goal=True,
-             prepare=_create_limited_flood_vip, cleanup=_delete_flood_vip),
+             prepare=_flood_vip(FLOOD_LIMIT_PPS), cleanup=_delete_flood_vip),
 ]}
 
 

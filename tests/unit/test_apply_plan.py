@@ -54,3 +54,11 @@ def test_ipvsadm_table() -> None:
     table = ipvsadm_table(demo_services().vips).splitlines()
     assert table[2].split() == ["TCP", "203.0.113.10:80", "hash", "demo/web"]
     assert table[3].split() == ["->", "10.1.0.11:8080", "100", "active"]
+
+
+def test_the_admin_applying_for_a_tenant_creates_its_vips_in_that_tenant() -> None:
+    desired = demo_services()
+    (create,) = plan_apply([], desired, tenant="demo")
+    assert create.body is not None and create.body["tenant"] == "demo"
+    (own,) = plan_apply([], desired)  # a tenant's own token: the API puts it in its tenant
+    assert own.body is not None and "tenant" not in own.body
