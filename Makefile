@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PACKAGES := ananta controller mux hostagent bgp topologies
 
-.PHONY: setup demo test test-unit test-cluster test-ovs test-e2e lint down clean
+.PHONY: setup demo test test-unit test-cluster test-ovs test-e2e lint bench down clean
 
 setup:
 	./scripts/setup.sh
@@ -32,6 +32,21 @@ test-ovs: setup
 
 test-e2e: setup
 	$(PY) -m pytest -m e2e tests
+
+# Every benchmark, then docs/benchmarks.md (and docs/reliability.md's table) from their
+# results: the lab benchmarks share one fresh lab; the others build their own rigs.
+bench: setup
+	$(VENV)/bin/ananta lab down
+	$(VENV)/bin/ananta lab up
+	$(PY) bench/config_latency.py
+	$(PY) bench/health_failover.py
+	$(PY) bench/snat_latency.py
+	$(PY) bench/faults.py
+	$(VENV)/bin/ananta lab down
+	$(PY) bench/mux_forwarding.py
+	$(PY) bench/manager_scale.py
+	$(PY) bench/hashing.py
+	$(PY) bench/report.py
 
 down:
 	$(VENV)/bin/ananta lab down

@@ -41,6 +41,14 @@ def metrics_of(result: dict) -> list[dict]:  # type: ignore[type-arg]
         out.append(metric(f"{name}_established_broken", cost["established_broken"],
                           "connections", goal="0", met=cost["established_broken"] == 0,
                           established=cost["established"]))
+    before, during = cost["new_before"], cost["new_during"]
+    if name.startswith("syn-flood") and before["p50_ms"] and during["p50_ms"]:
+        out.append(metric(f"{name}_neighbour_p50", during["p50_ms"], "ms",
+                          baseline=before["p50_ms"], goal="<= 1.05 x before the flood",
+                          met=during["p50_ms"] <= 1.05 * before["p50_ms"]))
+        out.append(metric(f"{name}_neighbour_success", 100 * during["success_rate"], "%",
+                          baseline=100 * before["success_rate"], goal=">= 0.95 x before",
+                          met=during["success_rate"] >= 0.95 * before["success_rate"]))
     if name == "manager-leader-kill":
         out.append(metric("manager_failover_writes_gap", cost["longest_write_gap_s"] or 0,
                           "s", goal="<= 1", met=(cost["longest_write_gap_s"] or 0) <= 1,
