@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ananta.shell import CommandFailed
 from ananta.topologies import configs, lab
 from ananta.topologies.daemons import Daemon, daemons
 from ananta.topologies.faultreport import fault_cost, unmet_goals
@@ -226,6 +227,15 @@ def _add_vm4(r: Run, wait: bool = True) -> None:
           *(() if wait else ("--no-wait",)))
 
 
+def _ensure_vm4(r: Run) -> None:
+    """vm4 back in the demo VIP if a run stopped half-way (it is there if the run ended)."""
+    try:
+        _add_vm4(r, wait=False)
+    except CommandFailed as exc:
+        if "duplicates" not in exc.output:
+            raise
+
+
 def _kill_mux_and_add_vm4(r: Run) -> None:
     _kill_mux(r)
     _add_vm4(r, wait=False)  # committed; a dead Mux cannot confirm it programmed it
@@ -256,7 +266,11 @@ def _flood_vip(limit_pps: int | None) -> Callable[[Run], None]:
 
 
 def _delete_flood_vip(r: Run) -> None:
-    admin(r.plan, "vip", "delete", "flooded", "--tenant", "demo")
+    try:
+        admin(r.plan, "vip", "delete", "flooded", "--tenant", "demo")
+    except CommandFailed as exc:
+        if "no VIP" not in exc.output:  # (a run that stopped before creating it)
+            raise
 
 
 def _start_flood(r: Run) -> None:
@@ -301,7 +315,7 @@ SCENARIOS = {s.name: s for s in [
     Scenario("mux-kill-during-change",
              "vm4 out of the VIP; SIGKILL mux1 and add vm4 at once; restart mux1 after 6 s",
              _kill_mux_and_add_vm4, _start_mux, 6.0, dip_set_unchanged=False,
-             prepare=_remove_vm4),
+             prepare=_remove_vm4, cleanup=_ensure_vm4),
     Scenario("syn-flood", f"hping3 SYN flood ({FLOOD_PPS} pps, random sources) on another "
              "VIP for 8 s, while the load runs on the demo VIP", _start_flood, _stop_flood, 8.0,
              neighbour_goal=True, prepare=_flood_vip(None), cleanup=_delete_flood_vip),
@@ -356,13 +370,13 @@ def run(name: str, say: Callable[[str], None] = print,
     plan, _ = lab.load_plan()
     r = Run(plan)
     wait_ready(60)
-    if scenario.prepare:
-        scenario.prepare(r)
-        wait_ready(60)
     prefix = f"chaos{secrets.token_hex(3)}"
     procs: list[subprocess.Popen[str]] = []
     repaired = True
     try:
+        if scenario.prepare:
+            scenario.prepare(r)
+            wait_ready(60)
         load = _start_load(plan, list(load_args))
         procs.append(load)
         ledger = _ledger(plan, "write", prefix)
@@ -386,16 +400,16 @@ def run(name: str, say: Callable[[str], None] = print,
         time.sleep(TAIL_S)
         written = _finish(ledger)
         loaded = _finish(load)
-    finally:
+    finally:  # leave the lab as the scenario found it, whatever happened
         for p in procs:
             if p.poll() is None:
                 p.kill()
         if not repaired and scenario.repair:
             scenario.repair(r)
+        if scenario.cleanup:
+            scenario.cleanup(r)
     present = _ledger_once(plan, "check", prefix)
     _ledger_once(plan, "clean", prefix)
-    if scenario.cleanup:
-        scenario.cleanup(r)
     cost = fault_cost(loaded, fault_at, repair_at, frozenset(scenario.exempt_vms),
                       [n for n, _ in written["acked"]], present, written["longest_gap_s"])
     return {"scenario": name, "summary": scenario.summary,

@@ -262,7 +262,7 @@ def test_a_removed_backends_connection_entries_are_deleted(rig: Rig) -> None:
                                          80)), sport)
     assert set(sports) == set(VM_IPS)
     for sport in sports.values():
-        for flags in ("0x002", "0x010"):
+        for flags in ("0x002", "0x010", "0x018"):  # SYN; ACK: untrusted; data: trusted
             rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
                     f"in_port=1,tcp,nw_src=198.51.100.8,nw_dst=203.0.113.10,tp_src={sport},"
                     f"tp_dst=80,tcp_flags={flags}")
