@@ -9,7 +9,7 @@ orchestrator outside the namespace can line it up with the faults it injects):
   counters at `--stream-rate` bytes/s), checked for order and gaps;
 - new connections at `--rate` per second, each one GET / with `Connection: close`.
 
-Failure kinds: "reset" (RST or EOF mid-answer), "timeout" (no byte for `--timeout` s),
+Failure kinds: "reset" (RST or EOF mid-answer), "timeout" (no byte for `--timeout` s, 30),
 "refused" (RST to the SYN), "wrong" (an answer from another VM, or a stream out of order),
 "error" (anything else). A long-lived connection that fails is reported once, then replaced
 by a new one so the load goes on. A pause of more than `--stall` s in a stream or between a
@@ -206,7 +206,9 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=2)
     ap.add_argument("--stream-rate", type=int, default=131072)
     ap.add_argument("--rate", type=float, default=20.0, help="new connections per second")
-    ap.add_argument("--timeout", type=float, default=10.0)
+    # a long-lived connection waits as long as a patient client would: TCP retransmits with
+    # backoff (a path back after 6.3 s is next tried at 12.7 s); shorter pauses are stalls
+    ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--stall", type=float, default=0.5)
     ap.add_argument("--duration", type=float, default=0, help="seconds; 0: until SIGTERM")
     args = ap.parse_args()
