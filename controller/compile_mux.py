@@ -57,23 +57,27 @@ from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
 PRIO_HALF_OPEN = 310
+PRIO_RELEARN = 315
+PRIO_RELEARN_TRUSTED = 320
 PRIO_VIP = 200
-PRIO_NEW_SYN = 200
+PRIO_NEW_SYN = 250
 PRIO_TRUSTED = 110
 PRIO_UNTRUSTED = 100
 PRIO_DEFAULT = 0
 
 T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD = 0, 1, 2, 3, 4
-# Connection entries (table 1). A TCP SYN learns nothing: it is hashed, every time (so a new
-# connection that reuses an old one's 5-tuple never follows a stale entry to a backend gone
-# since). Half-open connections hold no state: a SYN flood, spoofed or not, costs the Mux no
-# flow_mod (each one makes OVS revalidate every datapath flow, which is what slowed the
-# other VIPs under a flood). A connection's first packet that is not a SYN (the handshake's
-# ACK; a UDP flow's first datagram), finding no entry, is hashed and learns an untrusted
-# entry that lives UNTRUSTED_IDLE_S without traffic; its next one learns a trusted entry
-# (higher priority: OVS's learn() keeps an existing flow's timeouts, so the untrusted one
-# cannot be promoted in place) with the longer idle timeout. An entry that saw a FIN or RST
-# expires FIN_IDLE_S after its last packet.
+# Connection entries (table 1). A TCP SYN is always hashed (table 4 sends it to the select
+# group whatever entry it found), and learns nothing unless it found an entry: half-open
+# connections hold no state, so a SYN flood, spoofed or not, costs the Mux no flow_mod (each
+# one makes OVS revalidate every datapath flow, which is what slowed the other VIPs under a
+# flood). A SYN that found an entry (an older connection's, on the same 5-tuple) overwrites
+# it in place as untrusted, at that entry's priority, so the new connection's packets never
+# follow the old one's backend. A connection's first packet that is not a SYN (the
+# handshake's ACK; a UDP flow's first datagram), finding no entry, is hashed and learns an
+# untrusted entry that lives UNTRUSTED_IDLE_S without traffic; its next one learns a
+# trusted entry (higher priority: OVS's learn() keeps an existing flow's timeouts, so the
+# untrusted one cannot be promoted in place) with the longer idle timeout. An entry that
+# saw a FIN or RST expires FIN_IDLE_S after its last packet.
 UNTRUSTED_IDLE_S = 10
 TRUSTED_IDLE_S = 300
 FIN_IDLE_S = 5
@@ -172,13 +176,16 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
-def remember_connection(protocol: str, trust: int, dip: str) -> Learn:
+def remember_connection(protocol: str, trust: int, dip: str,
+                        priority: int | None = None) -> Learn:
     """A learn() of this packet's connection entry in table 1: its 5-tuple -> the tunnel
     fields it is being sent with (its DIP), and the trust level. The entry's cookie carries
-    the DIP, so the Manager can delete a removed backend's entries."""
+    the DIP, so the Manager can delete a removed backend's entries. `priority` (default: the
+    trust's) lets a SYN overwrite an older connection's trusted entry in place."""
     untrusted = trust == UNTRUSTED
     return Learn(
-        table=T_CONNECTIONS, priority=PRIO_UNTRUSTED if untrusted else PRIO_TRUSTED,
+        table=T_CONNECTIONS,
+        priority=priority or (PRIO_UNTRUSTED if untrusted else PRIO_TRUSTED),
         cookie=learned_cookie(FlowKind.CONNECTION, ip_int(dip)),
         match_values=(("eth_type", ETH_TYPE_IP, 16), ("ip_proto", IP_PROTO[protocol], 8)),
         match_fields=(*_CONNECTION_FIELDS, (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
@@ -194,7 +201,7 @@ def connection_flows(protocol: str, dip: str) -> set[Flow]:
     out = Output(INT_GRE_OFPORT)
     confirm = match(**ip, **{TRUST_REG: UNTRUSTED},
                     **({"tcp_flags": (0, TCP_SYN)} if protocol == "tcp" else {}))
-    return {
+    flows = {
         Flow(T_PIN, PRIO_ENDPOINT, match(**ip),
              (remember_connection(protocol, UNTRUSTED, dip), out), FlowKind.CONNECTION,
              f"pin-{protocol}:{dip}"),
@@ -202,6 +209,17 @@ def connection_flows(protocol: str, dip: str) -> set[Flow]:
              (remember_connection(protocol, TRUSTED, dip), out), FlowKind.CONNECTION,
              f"confirm-{protocol}:{dip}"),
     }
+    if protocol == "tcp":  # a SYN that found an older connection's entry replaces it
+        syn = {"tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)}
+        flows |= {
+            Flow(T_PIN, PRIO_RELEARN_TRUSTED, match(**ip, **syn, **{TRUST_REG: TRUSTED}),
+                 (remember_connection(protocol, UNTRUSTED, dip, PRIO_TRUSTED), out),
+                 FlowKind.CONNECTION, f"replace-trusted-{protocol}:{dip}"),
+            Flow(T_PIN, PRIO_RELEARN, match(**ip, **syn, **{TRUST_REG: UNTRUSTED}),
+                 (remember_connection(protocol, UNTRUSTED, dip), out),
+                 FlowKind.CONNECTION, f"replace-{protocol}:{dip}"),
+        }
+    return flows
 
 
 def connection_dips(program: SwitchProgram) -> frozenset[str]:
@@ -232,10 +250,7 @@ def compile_mux_int(services: Services, inv: Inventory,
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-entry"),
-        Flow(T_CONNECTIONS, PRIO_NEW_SYN,
-             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
-                   tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
-             (), FlowKind.DEFAULT, "syn-is-new"),
+
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_HALF_OPEN,
@@ -244,6 +259,10 @@ def compile_mux_int(services: Services, inv: Inventory,
              (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT, "syn-learns-nothing"),
         Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),
              FlowKind.DEFAULT, "new-connection"),
+        Flow(T_FORWARD, PRIO_NEW_SYN,
+             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
+                   tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
+             (Resubmit(T_SELECT),), FlowKind.DEFAULT, "syn-is-new"),
         Flow(T_FORWARD, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "known-connection"),
     }

@@ -32,18 +32,19 @@ MUX_INT = (
     _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a VIP endpoint's packets look up their connection (table 1), then go on to table 4; "
        "a VIP port with no endpoint is dropped and counted"),
-    _t(1, "connections", "eth_type ip_proto tcp_flags",
+    _t(1, "connections", "eth_type ip_proto",
        "learned: one entry per connection (5-tuple) that loads its DIP's tunnel fields and "
-       "its trust (reg3: 1 untrusted, 2 trusted); no entry, or a SYN, leaves reg3 = 0"),
+       "its trust (reg3: 1 untrusted, 2 trusted); no entry leaves reg3 = 0"),
     _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a new connection: the endpoint's consistent-hash select group; the bucket sets "
        "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),
-    _t(3, "pin", "eth_type ip_proto tcp_flags tunnel_id",
-       "a SYN: out of the GRE port, no state; else learn the connection's untrusted entry in "
-       "table 1, then out of the GRE port"),
+    _t(3, "pin", "eth_type ip_proto tcp_flags tunnel_id reg3",
+       "a SYN: out of the GRE port, no state, unless it found an older connection's entry, "
+       "which it overwrites; else learn the connection's untrusted entry in table 1; then "
+       "out of the GRE port"),
     _t(4, "forward", "reg3 eth_type ip_proto tcp_flags tunnel_id",
-       "no entry: to table 2; an untrusted entry's first non-SYN packet learns the trusted "
-       "entry; then out of the GRE port"),
+       "no entry, or a SYN: to table 2; an untrusted entry's first non-SYN packet learns "
+       "the trusted entry; then out of the GRE port"),
 )
 HOST_PHY = (
     _t(0, "ingress", "in_port eth_type",

@@ -145,6 +145,30 @@ def test_a_syn_learns_nothing_its_ack_an_untrusted_entry_then_trusted(rig: Rig) 
     assert tunnel and tunnel.group(1) in trusted[0]  # the same DIP
 
 
+def test_a_syn_overwrites_an_older_connections_entry_in_place(rig: Rig) -> None:
+    """OVS's learn() on an existing entry replaces its actions and cookie (the DIP): a SYN
+    on a 5-tuple that still has an entry rewrites it, here to the same DIP, as untrusted."""
+    def send(flags: str) -> None:
+        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
+                "in_port=1,tcp,nw_src=198.51.100.78,nw_dst=203.0.113.10,tp_src=45001,"
+                f"tp_dst=80,tcp_flags={flags}")
+
+    def entry(priority: int) -> str:
+        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+                       "table=1,tcp,nw_src=198.51.100.78")
+        (line,) = [e for e in dump.splitlines() if f"priority={priority}," in e]
+        return line
+
+    for flags in ("0x002", "0x010", "0x018"):
+        send(flags)
+    assert "set_field:0x2->reg3" in entry(110)
+    send("0x002")  # a new connection on the same 5-tuple
+    again = entry(110)
+    assert "set_field:0x1->reg3" in again and "idle_timeout=300," in again, again
+    send("0x018")
+    assert "set_field:0x2->reg3" in entry(110)
+
+
 def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) -> None:
     """The Mux's connection table holds 200 entries here. VIP .10 has 30 confirmed
     connections (60 entries); 300 ACKs of unknown connections to VIP .11 overflow the

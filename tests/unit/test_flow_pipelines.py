@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 
 import yaml
@@ -22,8 +23,10 @@ from ananta.controller.compile_mux import (
     TRUST_REG,
     TRUSTED,
     UNTRUSTED,
+    chosen_dip,
     compile_mux_int,
     compile_mux_phy,
+    endpoint_group,
 )
 from ananta.controller.desired import desired_programs
 from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
@@ -256,6 +259,32 @@ def test_a_syn_makes_no_entry_the_handshake_ack_an_untrusted_one_then_trusted() 
     for sport in range(51000, 51050):
         send(sport, TCP_SYN)
     assert not [f for f in int_.learned if f.match and dict(f.match).get("tcp_src", 0) >= 51000]
+
+
+def test_a_new_connection_on_an_old_ones_5_tuple_never_follows_its_stale_entry() -> None:
+    """An older connection's entries outlive it on a Mux that did not see its FIN. When the
+    backend set has changed since, a new connection on the same 5-tuple hashes elsewhere:
+    its SYN overwrites the stale entry, so its ACK and data go where the SYN went."""
+    full = demo_services()
+    fewer = full.model_copy(deep=True)
+    added = fewer.vips[0].endpoints[0].backends.pop()
+    inv = default_inventory()
+    phy = Switch(compile_mux_phy(full))
+    int_ = Switch(compile_mux_int(fewer, inv))
+
+    def send(sport: int, flags: int) -> str:
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80, tcp_flags=flags), PHY_UPLINK_OFPORT)
+        (port, pkt), = int_.receive(out[0][1], INT_PATCH_OFPORT)
+        return str(ipaddress.IPv4Address(int(pkt["tunnel_id"])))
+
+    group = endpoint_group(full.vips[0], full.vips[0].endpoints[0], inv)
+    sport = next(p for p in range(20000, 21000)
+                 if chosen_dip(group, CLIENT, VIP, "tcp", p, 80) == added.address)
+    old = [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018)]  # trusted entry
+    assert len(set(old)) == 1 and old[0] != added.address
+    int_.program = compile_mux_int(full, inv)  # the backend added; the old entries stay
+    assert [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018, 0x018)] == (
+        [added.address] * 4)
 
 
 def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints() -> None:
