@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 STREAM_RECORD = struct.Struct(">Q")
@@ -53,6 +54,8 @@ class Recorder:
 
 
 def classify(exc: BaseException) -> str:
+    if isinstance(exc, ValueError):  # an answer from another VM, a stream out of order
+        return "wrong"
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -70,41 +73,52 @@ def served_by(body: bytes) -> str:
     return words[1]
 
 
-def keepalive_worker(rec: Recorder, stop: threading.Event, args: argparse.Namespace,
-                     slot: int) -> None:
+Session = Callable[[dict[str, Any], threading.Event, argparse.Namespace, Recorder], None]
+
+
+def long_lived(rec: Recorder, stop: threading.Event, args: argparse.Namespace, kind: str,
+               slot: int, session: Session) -> None:
+    """One slot of long-lived connections: `session` runs a connection until it fails or the
+    load stops; a failed one is recorded once and replaced, so the load goes on."""
     generation = 0
     while not stop.is_set():
-        ident = f"ka{slot}.{generation}"
+        info: dict[str, Any] = {"id": f"{kind}{slot}.{generation}", "kind": kind,
+                                "opened": time.time(), "vm": "", "failed": None}
         generation += 1
-        info: dict[str, Any] = {"id": ident, "kind": "keepalive", "opened": time.time(),
-                                "vm": "", "requests": 0, "failed": None}
         with rec.lock:
             rec.long_lived.append(info)
-        conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
         try:
-            while not stop.is_set():
-                t0 = time.time()
-                conn.request("GET", "/")
-                vm = served_by(conn.getresponse().read())
-                took = time.time() - t0
-                if took > args.stall:
-                    rec.stall("keepalive", ident, t0, took, vm)
-                if not info["vm"]:
-                    info["vm"] = vm
-                elif vm != info["vm"]:
-                    raise ValueError(f"answered by {vm}, the connection began on {info['vm']}")
-                info["requests"] += 1
-                stop.wait(args.interval)
+            session(info, stop, args, rec)
         except Exception as exc:  # noqa: BLE001 - every failure is data
             if not stop.is_set():
-                kind = "wrong" if isinstance(exc, ValueError) else classify(exc)
-                info["failed"] = kind
-                rec.failure("keepalive", ident, kind, f"{type(exc).__name__}: {exc}",
+                info["failed"] = classify(exc)
+                rec.failure(kind, info["id"], info["failed"], f"{type(exc).__name__}: {exc}",
                             info["vm"])
                 stop.wait(0.2)
         finally:
             info["closed"] = time.time()
-            conn.close()
+
+
+def keepalive_session(info: dict[str, Any], stop: threading.Event, args: argparse.Namespace,
+                      rec: Recorder) -> None:
+    info["requests"] = 0
+    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+    try:
+        while not stop.is_set():
+            t0 = time.time()
+            conn.request("GET", "/")
+            vm = served_by(conn.getresponse().read())
+            took = time.time() - t0
+            if took > args.stall:
+                rec.stall("keepalive", info["id"], t0, took, vm)
+            if not info["vm"]:
+                info["vm"] = vm
+            elif vm != info["vm"]:
+                raise ValueError(f"answered by {vm}, the connection began on {info['vm']}")
+            info["requests"] += 1
+            stop.wait(args.interval)
+    finally:
+        conn.close()
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -117,48 +131,28 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def stream_worker(rec: Recorder, stop: threading.Event, args: argparse.Namespace,
-                  slot: int) -> None:
-    generation = 0
-    while not stop.is_set():
-        ident = f"st{slot}.{generation}"
-        generation += 1
-        info: dict[str, Any] = {"id": ident, "kind": "stream", "opened": time.time(),
-                                "vm": "", "bytes": 0, "failed": None}
-        with rec.lock:
-            rec.long_lived.append(info)
-        sock = None
-        try:
-            sock = socket.create_connection((args.host, args.port), timeout=args.timeout)
-            sock.sendall(f"GET /stream/{args.stream_rate} HTTP/1.1\r\nHost: lb\r\n\r\n".encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += _recv_exact(sock, 1)
-            for line in head.decode(errors="replace").split("\r\n"):
-                if line.lower().startswith("x-served-by:"):
-                    info["vm"] = line.split(":", 1)[1].strip()
-            expected = 0
-            last = time.time()
-            while not stop.is_set():
-                (value,) = STREAM_RECORD.unpack(_recv_exact(sock, STREAM_RECORD.size))
-                now = time.time()
-                if now - last > args.stall:
-                    rec.stall("stream", ident, last, now - last, info["vm"])
-                last = now
-                if value != expected:
-                    raise ValueError(f"record {value} where {expected} was due")
-                expected += 1
-                info["bytes"] += STREAM_RECORD.size
-        except Exception as exc:  # noqa: BLE001
-            if not stop.is_set():
-                kind = "wrong" if isinstance(exc, ValueError) else classify(exc)
-                info["failed"] = kind
-                rec.failure("stream", ident, kind, f"{type(exc).__name__}: {exc}", info["vm"])
-                stop.wait(0.2)
-        finally:
-            info["closed"] = time.time()
-            if sock is not None:
-                sock.close()
+def stream_session(info: dict[str, Any], stop: threading.Event, args: argparse.Namespace,
+                   rec: Recorder) -> None:
+    info["bytes"] = 0
+    with socket.create_connection((args.host, args.port), timeout=args.timeout) as sock:
+        sock.sendall(f"GET /stream/{args.stream_rate} HTTP/1.1\r\nHost: lb\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += _recv_exact(sock, 1)
+        for line in head.decode(errors="replace").split("\r\n"):
+            if line.lower().startswith("x-served-by:"):
+                info["vm"] = line.split(":", 1)[1].strip()
+        expected, last = 0, time.time()
+        while not stop.is_set():
+            (value,) = STREAM_RECORD.unpack(_recv_exact(sock, STREAM_RECORD.size))
+            now = time.time()
+            if now - last > args.stall:
+                rec.stall("stream", info["id"], last, now - last, info["vm"])
+            last = now
+            if value != expected:
+                raise ValueError(f"record {value} where {expected} was due")
+            expected += 1
+            info["bytes"] += STREAM_RECORD.size
 
 
 def new_connection(rec: Recorder, args: argparse.Namespace, ident: str) -> None:
@@ -170,7 +164,7 @@ def new_connection(rec: Recorder, args: argparse.Namespace, ident: str) -> None:
         with rec.lock:
             rec.new.append((t0, round((time.time() - t0) * 1000, 2), vm))
     except Exception as exc:  # noqa: BLE001
-        kind = "wrong" if isinstance(exc, ValueError) else classify(exc)
+        kind = classify(exc)
         with rec.lock:
             rec.new.append((t0, None, kind))
         rec.failure("new", ident, kind, f"{type(exc).__name__}: {exc}")
@@ -217,10 +211,11 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     rec = Recorder()
     started = time.time()
-    workers = [threading.Thread(target=keepalive_worker, args=(rec, stop, args, i), daemon=True)
-               for i in range(args.keepalive)]
-    workers += [threading.Thread(target=stream_worker, args=(rec, stop, args, i), daemon=True)
-                for i in range(args.streams)]
+    workers = [threading.Thread(target=long_lived, daemon=True,
+                                args=(rec, stop, args, kind, i, session))
+               for kind, count, session in (("keepalive", args.keepalive, keepalive_session),
+                                            ("stream", args.streams, stream_session))
+               for i in range(count)]
     if args.rate > 0:
         workers.append(threading.Thread(target=new_connections, args=(rec, stop, args),
                                         daemon=True))
