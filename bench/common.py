@@ -7,12 +7,17 @@ Every benchmark writes bench/results/<name>.json (and prints it):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ananta.topologies.spec import LabPlan
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -46,3 +51,19 @@ def write_result(name: str, metrics: list[dict[str, Any]], **extra: Any) -> dict
         json.dump(doc, fh, indent=1)
     print(json.dumps(doc, indent=1))
     return doc
+
+
+@contextlib.contextmanager
+def lab_plan() -> Iterator[LabPlan]:
+    """The running lab's plan. A lab brought up for the benchmark goes down after it; one
+    that was already up (`make bench` shares one) is left as it was."""
+    from ananta.topologies import lab
+
+    brought_up = not lab.is_up()
+    if brought_up:
+        lab.up(None, None, timeout=120)
+    try:
+        yield lab.load_plan()[0]
+    finally:
+        if brought_up:
+            lab.down()

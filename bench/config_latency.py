@@ -21,8 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ananta.topologies import configs, lab  # noqa: E402
-from ananta.topologies.daemons import daemons  # noqa: E402
-from bench.common import metric, percentile, write_result  # noqa: E402
+from ananta.topologies.chaos import start_again  # noqa: E402
+from bench.common import lab_plan, metric, percentile, write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,11 +71,7 @@ def main() -> None:
     ap.add_argument("--fast-count", type=int, default=500, help="writes at 100/s")
     ap.add_argument("--rounds", type=int, default=3, help="leader kills")
     args = ap.parse_args()
-    started_lab = not lab.is_up()
-    if started_lab:
-        lab.up(None, None, timeout=120)
-    plan, _ = lab.load_plan()
-    try:
+    with lab_plan() as plan:
         slow = driver(plan, "latency", "--rate", "1", "--count", str(args.slow_count))
         fast = driver(plan, "latency", "--rate", "100", "--count", str(args.fast_count))
         failovers = []
@@ -85,17 +81,11 @@ def main() -> None:
                 pid = int(fh.read())
             result = driver(plan, "failover", "--pid", str(pid))
             failovers.append(result["failover_s"])
-            manager = next(d for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable),
-                                              sys.executable)
-                           if d.node == name and d.name == "ananta-manager")
-            lab.start_daemon(plan, manager)
+            start_again(plan, name, "ananta-manager")
             deadline = time.monotonic() + 60
             while not healthy(plan):
                 assert time.monotonic() < deadline, "the cluster did not heal"
                 time.sleep(0.5)
-    finally:
-        if started_lab:
-            lab.down()
     metrics = []
     for label, run in (("1_per_s", slow), ("100_per_s", fast)):
         prog, commit = run["programmed_ms"], run["commit_ms"]

@@ -17,9 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ananta.topologies import chaos, lab  # noqa: E402
+from ananta.topologies import chaos  # noqa: E402
 from ananta.topologies.faultreport import render_table, replace_between  # noqa: E402
-from bench.common import metric, write_result  # noqa: E402
+from bench.common import lab_plan, metric, write_result  # noqa: E402
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                    "reliability.md")
@@ -57,14 +57,8 @@ def metrics_of(result: dict) -> list[dict]:  # type: ignore[type-arg]
 
 
 def run_scenarios(names: list[str]) -> list[dict]:  # type: ignore[type-arg]
-    brought_up = not lab.is_up()
-    if brought_up:
-        lab.up(None, None, timeout=120)
-    try:
+    with lab_plan():
         return [chaos.run(name) for name in names]
-    finally:
-        if brought_up:
-            lab.down()
 
 
 def main() -> None:

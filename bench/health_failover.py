@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ananta.controller.compile_mux import bucket_id  # noqa: E402
 from ananta.topologies import configs, lab  # noqa: E402
-from ananta.topologies.daemons import daemons  # noqa: E402
-from bench.common import metric, percentile, write_result  # noqa: E402
+from ananta.topologies.chaos import start_again  # noqa: E402
+from bench.common import lab_plan, metric, percentile, write_result  # noqa: E402
 
 VM, DIP = "vm4", "10.2.0.12"
 
@@ -46,26 +46,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    started_lab = not lab.is_up()
-    if started_lab:
-        lab.up(None, None, timeout=120)
-    plan, _ = lab.load_plan()
-    server = next(d for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable),
-                                     sys.executable) if d.node == VM)
-    removed, restored = [], []
-    try:
+    removed: list[float] = []
+    restored: list[float] = []
+    with lab_plan() as plan:
         wait_for(plan, True, time.monotonic())
         for _ in range(args.rounds):
             with open(f"{configs.node_dir(lab.RUN_DIR, VM)}/http-server.pid") as fh:
                 os.kill(int(fh.read()), signal.SIGKILL)
             removed.append(wait_for(plan, False, time.monotonic()))
-            lab.start_daemon(plan, server)
+            start_again(plan, VM, "http-server")
             restored.append(wait_for(plan, True, time.monotonic()))
             time.sleep(1.0)
             print(f"out {removed[-1]:.2f} s, back {restored[-1]:.2f} s", file=sys.stderr)
-    finally:
-        if started_lab:
-            lab.down()
     metrics = [
         metric("dip_failure_to_removed_p50", percentile(removed, 50), "s", None, None),
         metric("dip_failure_to_removed_max", max(removed), "s", "<= 2", max(removed) <= 2,

@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ananta.topologies import lab  # noqa: E402
-from bench.common import metric, percentile, write_result  # noqa: E402
+from bench.common import lab_plan, metric, percentile, write_result  # noqa: E402
 
 OUTSIDE, PORT, VIP = "198.51.100.2", 9100, "203.0.113.10"
 
@@ -42,23 +42,18 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=150)
     ap.add_argument("--burst", type=int, default=1000)
     args = ap.parse_args()
-    started_lab = not lab.is_up()
-    if started_lab:
-        lab.up(None, None, timeout=120)
-    plan, _ = lab.load_plan()
-    server = subprocess.Popen(["ip", "netns", "exec", plan.nodes["client1"].namespace,
-                               sys.executable, "-m", "ananta.topologies.snatcheck", "serve",
-                               "--port", str(PORT)])
-    try:
-        time.sleep(0.5)
-        pre = connect(plan, "vm3", args.sequential, 1)["times_ms"]
-        burst = connect(plan, "vm4", args.burst, 50)["times_ms"]
-        blocks = [b for b in json.loads(lab.api(plan, "snat", "--json"))
-                  if b["dip"] == "10.2.0.12"]
-    finally:
-        server.kill()
-        if started_lab:
-            lab.down()
+    with lab_plan() as plan:
+        server = subprocess.Popen(["ip", "netns", "exec", plan.nodes["client1"].namespace,
+                                   sys.executable, "-m", "ananta.topologies.snatcheck", "serve",
+                                   "--port", str(PORT)])
+        try:
+            time.sleep(0.5)
+            pre = connect(plan, "vm3", args.sequential, 1)["times_ms"]
+            burst = connect(plan, "vm4", args.burst, 50)["times_ms"]
+            blocks = [b for b in json.loads(lab.api(plan, "snat", "--json"))
+                      if b["dip"] == "10.2.0.12"]
+        finally:
+            server.kill()
     waited = [t for t in burst if t > 500]  # their SYN was retransmitted
     metrics = [
         metric("snat_connect_preallocated_p50", percentile(pre, 50), "ms", None, None),
