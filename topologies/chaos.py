@@ -49,13 +49,13 @@ def lab_daemon(plan: LabPlan, node: str, name: str) -> Daemon:
     raise lab.LabError(f"no daemon {name} on {node}")
 
 
-def pid_of(plan: LabPlan, node: str, name: str) -> int:
+def pid_of(node: str, name: str) -> int:
     with open(os.path.join(configs.node_dir(lab.RUN_DIR, node), f"{name}.pid")) as fh:
         return int(fh.read().split()[0])
 
 
-def kill_daemon(plan: LabPlan, node: str, name: str, sig: int = signal.SIGKILL) -> None:
-    pid = pid_of(plan, node, name)
+def kill_daemon(node: str, name: str, sig: int = signal.SIGKILL) -> None:
+    pid = pid_of(node, name)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + 5
@@ -131,13 +131,13 @@ class Scenario:
 
 def _kill_leader(r: Run) -> None:
     r.notes["manager"] = leader(r.plan)
-    kill_daemon(r.plan, r.notes["manager"], "ananta-manager")
+    kill_daemon(r.notes["manager"], "ananta-manager")
 
 
 def _kill_follower(r: Run) -> None:
     lead = leader(r.plan)
     r.notes["manager"] = next(m.name for m in r.plan.by_role("manager") if m.name != lead)
-    kill_daemon(r.plan, r.notes["manager"], "ananta-manager")
+    kill_daemon(r.notes["manager"], "ananta-manager")
 
 
 def _restart_manager(r: Run) -> None:
@@ -146,7 +146,7 @@ def _restart_manager(r: Run) -> None:
 
 def _kill_all_managers(r: Run) -> None:
     for m in r.plan.by_role("manager"):
-        kill_daemon(r.plan, m.name, "ananta-manager")
+        kill_daemon(m.name, "ananta-manager")
 
 
 def _start_all_managers(r: Run) -> None:
@@ -177,7 +177,7 @@ def _thaw_mux(r: Run) -> None:
 
 
 def _stop_vswitchd(node: str) -> Callable[[Run], None]:
-    return lambda r: kill_daemon(r.plan, node, "ovs-vswitchd", signal.SIGTERM)
+    return lambda r: kill_daemon(node, "ovs-vswitchd", signal.SIGTERM)
 
 
 def _start_vswitchd(node: str) -> Callable[[Run], None]:
@@ -185,7 +185,7 @@ def _start_vswitchd(node: str) -> Callable[[Run], None]:
 
 
 def _stop_hostagent(r: Run) -> None:
-    kill_daemon(r.plan, "hv1", "ananta-hostagent", signal.SIGTERM)
+    kill_daemon("hv1", "ananta-hostagent", signal.SIGTERM)
 
 
 def _start_hostagent(r: Run) -> None:

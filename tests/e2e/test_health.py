@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 from ananta.controller.compile_mux import bucket_id
-from ananta.topologies import configs, lab
+from ananta.topologies import chaos, configs, lab
 from ananta.topologies.checks import serve_check
-from ananta.topologies.daemons import daemons
 
 VIP, DIP = "203.0.113.10", "10.2.0.12"  # vm4, on hv2
 
@@ -29,8 +27,6 @@ def in_every_mux(plan: lab.LabPlan) -> bool | None:
 def test_a_dead_backend_is_removed_within_2s_and_restored(running_lab: None) -> None:
     plan, _ = lab.load_plan()
     assert in_every_mux(plan) is True
-    server = next(d for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable),
-                                     sys.executable) if d.node == "vm4")
     with open(f"{configs.node_dir(lab.RUN_DIR, 'vm4')}/http-server.pid") as fh:
         os.kill(int(fh.read()), signal.SIGKILL)
     killed = time.monotonic()
@@ -45,7 +41,7 @@ def test_a_dead_backend_is_removed_within_2s_and_restored(running_lab: None) -> 
         assert report.failures == [] and "vm4" not in report.served_by, (
             report.served_by, report.failures)
     finally:  # the next tests need vm4 serving, whatever happened here
-        lab.start_daemon(plan, server)
+        chaos.start_again(plan, "vm4", "http-server")
     restarted = time.monotonic()
     while in_every_mux(plan) is not True:
         assert time.monotonic() - restarted < 10, lab.log_tails(10)

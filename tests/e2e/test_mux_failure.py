@@ -4,18 +4,13 @@ routers move its flows to the other Mux after the BGP hold time, which picks the
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from ananta.shell import run
-from ananta.topologies import lab
-from ananta.topologies.daemons import daemons
+from ananta.topologies import chaos, lab
 
 VIP = "203.0.113.10"
 CONNECTIONS = 12
@@ -32,9 +27,7 @@ def test_killing_a_mux_resets_no_established_connection(running_lab: None) -> No
         for c in clients:
             assert c.stdout is not None
             first.append(json.loads(c.stdout.readline())["first"])
-        for pid in run(["ip", "netns", "pids", plan.nodes["mux1"].namespace]).split():
-            with contextlib.suppress(ProcessLookupError):  # (a short-lived ovs-ofctl, gone)
-                os.kill(int(pid), signal.SIGKILL)
+        chaos.signal_node(plan, "mux1", signal.SIGKILL)
         killed = time.monotonic()
         time.sleep(5)  # hold time 3 s: the routers have moved to mux2
         results = []
@@ -50,7 +43,5 @@ def test_killing_a_mux_resets_no_established_connection(running_lab: None) -> No
     finally:
         for c in clients:
             c.kill()
-        for d in daemons(plan, lab.RUN_DIR, os.path.dirname(sys.executable), sys.executable):
-            if d.node == "mux1":  # its OVS database survives: no `ovsdb-tool create` again
-                lab.start_daemon(plan, dataclasses.replace(d, setup=()))
+        chaos.start_again(plan, "mux1", *chaos.MUX_DAEMONS)  # its OVS database survives
         lab.wait_ready(plan, services, timeout=60)
