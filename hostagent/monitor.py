@@ -67,8 +67,9 @@ class HealthMonitor:
                  probe_paths: Callable[[], frozenset[str] | None] = lambda: None):
         self.host, self.call = host, api.call
         self.probe_paths = probe_paths  # VM addresses with a probe path now; None: no OVS
+        self.paths: frozenset[str] | None = None
+        self.paths_read_at = float("-inf")
         self.path_lost: dict[str, float] = {}  # address -> when its path was last missing
-        self.next_path_check = 0.0
         self.targets: dict[str, Target] = {}
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe")
         self.next_poll = 0.0
@@ -105,23 +106,26 @@ class HealthMonitor:
         LOG.info("reported %s", ", ".join(
             f"{r['address']}:{r['port']} {'up' if r['up'] else 'DOWN'}" for r in results))
 
+    def path_stood(self, t: Target, now: float) -> bool:
+        """Whether the host's own probe path to `t` stood while its failed probe ran. OVS is
+        asked only after a failed probe, and at most every PATH_CHECK_INTERVAL."""
+        if now - self.paths_read_at >= PATH_CHECK_INTERVAL:
+            self.paths, self.paths_read_at = self.probe_paths(), now
+        if self.paths is None or t.address not in self.paths:
+            self.path_lost[t.address] = now
+            return False
+        return self.path_lost.get(t.address, float("-inf")) < t.started - PATH_CHECK_INTERVAL
+
     def tick(self, now: float) -> None:
         if now >= self.next_poll:
             self.next_poll = now + POLL_INTERVAL
             self.poll_targets(now)
-        if now >= self.next_path_check:
-            self.next_path_check = now + PATH_CHECK_INTERVAL
-            paths = self.probe_paths()
-            for t in self.targets.values():
-                if paths is None or t.address not in paths:
-                    self.path_lost[t.address] = now
         changed = False
         for t in self.targets.values():
             if t.running is not None and t.running.done():
                 ok = t.running.result()
                 t.running = None
-                path_lost = self.path_lost.get(t.address, -1.0)
-                if not ok and path_lost >= t.started - PATH_CHECK_INTERVAL:
+                if not ok and not self.path_stood(t, now):
                     continue  # the host's own path was down: no evidence about the VM
                 before = t.state.settled
                 t.state = step(t.state, ok, t.check["rise"], t.check["fall"])
