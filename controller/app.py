@@ -61,6 +61,11 @@ COUNTED_KINDS = {"phy": (FlowKind.VIP_STEER,),
                  "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT)}
 
 
+def _last_part(msg: Any) -> bool:
+    """A multipart reply's last message (OpenFlow splits long replies)."""
+    return not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE
+
+
 @dataclass
 class SwitchSession:
     datapath: Any
@@ -375,7 +380,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     if owner is not None:
                         counters[((s.cookie >> 48) & 0xFF, owner)] = (
                             stats.get("packet_count", 0), stats.get("byte_count", 0))
-                if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                if _last_part(msg):
                     del session.counter_xids[msg.xid]
                     t = session.target
                     self.service.mux_watch.record_counters(t.node, t.bridge, counters,
@@ -385,9 +390,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 return
             session.flows += [InstalledFlow(s.table_id, s.priority, s.cookie, s.match)
                               for s in msg.body]
-            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-                session.pending.discard("flows")
-                self._maybe_apply(session)
+            self._dump_part_done(session, "flows", msg)
 
     @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
     def _group_stats(self, ev: Any) -> None:
@@ -398,9 +401,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 return
             for g in msg.body:
                 session.groups[g.group_id] = session.sent_groups.get(g.group_id)
-            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-                session.pending.discard("groups")
-                self._maybe_apply(session)
+            self._dump_part_done(session, "groups", msg)
 
     @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
     def _meter_stats(self, ev: Any) -> None:
@@ -419,9 +420,14 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 return
             for m in msg.body:
                 session.meters[m.meter_id] = session.sent_meters.get(m.meter_id)
-            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-                session.pending.discard("meters")
-                self._maybe_apply(session)
+            self._dump_part_done(session, "meters", msg)
+
+    def _dump_part_done(self, session: SwitchSession, kind: str, msg: Any) -> None:
+        """One part of a full dump's `kind` (flows, groups, meters) is in; after the last
+        one, the plan can be made once the other kinds are in too."""
+        if _last_part(msg):
+            session.pending.discard(kind)
+            self._maybe_apply(session)
 
     def _maybe_apply(self, session: SwitchSession) -> None:
         if session.pending:
