@@ -38,7 +38,7 @@ def refresh_router_mac(config: HostAgentConfig) -> None:
 def probe_paths(config: HostAgentConfig) -> frozenset[str] | None:
     """The VM addresses br-int has a probe flow to (from LOCAL) now; None if OVS is down."""
     try:
-        out = run(["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+        out = run(["ovs-ofctl", "--no-names", "-O", "OpenFlow15", "dump-flows", "br-int",
                    "table=0,ip,in_port=LOCAL"], env=ovs_env(config), timeout=2)
     except (CommandFailed, OSError, subprocess.TimeoutExpired):
         return None

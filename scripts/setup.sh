@@ -9,7 +9,7 @@ STAMP=$VENV/.ananta-setup-stamp
 
 APT_PACKAGES=(
   openvswitch-switch openvswitch-common python3-openvswitch
-  mininet frr iperf3 ethtool tcpdump curl iputils-ping iputils-arping iproute2 hping3 procps psmisc
+  mininet frr haproxy iperf3 ethtool tcpdump curl iputils-ping iputils-arping iproute2 hping3 procps psmisc
   python3 python3-venv python3-dev
 )
 
@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # The packaged services are not used: every lab node runs its own daemons.
-for svc in openvswitch-switch frr; do
+for svc in openvswitch-switch frr haproxy; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

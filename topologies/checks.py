@@ -45,7 +45,7 @@ class ServeReport:
 
 def endpoint_packets(plan: LabPlan, mux: str) -> int:
     value = (COOKIE_TAG << 56) | (int(FlowKind.VIP_ENDPOINT) << 48)
-    out = ns_run(plan, mux, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
+    out = ns_run(plan, mux, ["ovs-ofctl", "--no-names", "-O", "OpenFlow15", "dump-flows", "br-int",
                              f"cookie={value:#018x}/0xffff000000000000"], env=ovs_cmd_env(mux))
     return sum(int(m.group(1)) for m in _N_PACKETS.finditer(out))
 

@@ -20,6 +20,9 @@ RECORD = struct.Struct(">Q")
 def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body are two writes: without TCP_NODELAY a keep-alive request would
+        # wait out the client's delayed ACK (40 ms) before the body leaves
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path.startswith("/stream/"):
