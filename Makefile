@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/config_latency.py
 	$(PY) bench/health_failover.py
 	$(PY) bench/snat_latency.py
+	$(PY) bench/full_path.py
 	$(PY) bench/faults.py
 	$(VENV)/bin/ananta lab down
 	$(PY) bench/mux_forwarding.py

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,7 +78,7 @@ def servers(plan: lab.LabPlan) -> Iterator[dict[str, int]]:
         time.sleep(1)
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{p.args}: exited with {p.returncode}")
+                raise RuntimeError(f"{p.args!r}: exited with {p.returncode}")
         yield {"haproxy": procs[-1].pid}
     finally:
         for p in procs:
@@ -145,10 +146,10 @@ def cpu_per_gb(plan: lab.LabPlan, target: str, port: int, tier: list[int], megab
 
 
 def compared(name: str, unit: str, value: list[float], baseline: list[float],
-             goal: str | None = None, met: bool | None = None, **extra: object) -> dict:  # type: ignore[type-arg]
-    return metric(name, statistics.median(value), unit, goal, met,
+             goal: str | None, met: bool | None, reference: str) -> dict[str, Any]:
+    return metric(name, statistics.median(value), unit, goal, met, reference,
                   baseline=round(statistics.median(baseline), 3), rounds=value,
-                  baseline_rounds=baseline, **extra)
+                  baseline_rounds=baseline, baseline_label="routed")
 
 
 def main() -> None:
@@ -190,12 +191,13 @@ def main() -> None:
             lb, routed = runs[f"lb_{kind}"], runs[f"routed_{kind}"]
             metrics.append(metric(
                 f"full_path_request_{kind}_p{q}", percentile(lb, q), "ms",
-                baseline=percentile(routed, q), requests=len(lb),
+                baseline=percentile(routed, q), baseline_label="routed", requests=len(lb),
                 reference=f"HTTP GET on a {label}; baseline: the same routed to the hypervisor"))
     lb_med, ha_med = statistics.median(lb_cpu), statistics.median(ha_cpu)
     metrics += [
         metric("lb_tier_cpu_s_per_gb", lb_med, "CPU-s/GB", "<= 0.25x HAProxy",
-               lb_med <= 0.25 * ha_med, baseline=round(ha_med, 3), rounds=lb_cpu,
+               lb_med <= 0.25 * ha_med, baseline=round(ha_med, 3), baseline_label="HAProxy",
+               rounds=lb_cpu,
                baseline_rounds=ha_cpu,
                reference="HAProxy TCP mode here: 1.6-2.1 s/GB; a DSR-like OVS forwarder "
                          "~0.5 s/GB; both Muxes' ovs-vswitchd counted"),

@@ -1,13 +1,20 @@
 """Render docs/benchmarks.md (and its plots) from bench/results/*.json.
 
+Each benchmark's section says what was measured (its script's docstring), the command, the
+machine and when, every figure beside its baseline from the same run, its goal and reference,
+plots, and - where a goal is not met - the analysis in bench/notes/<benchmark>.md (written by
+hand from a profile, so it says which run it explains).
+
     .venv/bin/python bench/report.py
 """
 
 from __future__ import annotations
 
+import ast
 import glob
 import json
 import os
+from typing import Any
 
 import matplotlib
 
@@ -28,7 +35,7 @@ read the distributions, and re-run the command to compare.
 
 
 def cdf_plot(name: str, series: dict[str, list[float]], xlabel: str, reference: float | None,
-             reference_label: str) -> str:
+             reference_label: str, ylabel: str = "fraction of writes") -> str:
     os.makedirs(IMG, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for label, values in series.items():
@@ -39,7 +46,7 @@ def cdf_plot(name: str, series: dict[str, list[float]], xlabel: str, reference: 
         ax.axvline(reference, color="grey", linestyle="--", label=reference_label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of writes")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -49,16 +56,84 @@ def cdf_plot(name: str, series: dict[str, list[float]], xlabel: str, reference: 
     return os.path.relpath(path, DOCS)
 
 
-def section(doc: dict) -> str:  # type: ignore[type-arg]
-    lines = [f"## {doc['benchmark']}", "",
+def comparison_plot(doc: dict[str, Any]) -> str | None:
+    """One small panel per figure measured against a baseline in the same run."""
+    compared = [m for m in doc["metrics"] if m.get("baseline") is not None]
+    if not compared:
+        return None
+    os.makedirs(IMG, exist_ok=True)
+    cols = min(4, len(compared))
+    rows = (len(compared) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for ax, m in zip(axes.flat, compared, strict=False):
+        ax.bar(["ours", m.get("baseline_label", "baseline")], [m["value"], m["baseline"]],
+               color=["tab:blue", "tab:grey"])
+        ax.set_title(m["name"].replace("_", " "), fontsize=7)
+        ax.set_ylabel(m["unit"], fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.text(0, m["value"], f"{m['ratio']}x", ha="center", va="bottom", fontsize=7)
+    for ax in list(axes.flat)[len(compared):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(IMG, f"{doc['benchmark']}_compared.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.relpath(path, DOCS)
+
+
+def what_was_measured(name: str) -> str:
+    """The benchmark script's docstring, less its usage lines."""
+    try:
+        with open(os.path.join(HERE, f"{name}.py"), encoding="utf-8") as fh:
+            text = ast.get_docstring(ast.parse(fh.read())) or ""
+    except OSError:
+        return ""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.strip().startswith((".venv/", "python "))).strip()
+
+
+def notes(name: str) -> str:
+    path = os.path.join(HERE, "notes", f"{name}.md")
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip()
+
+
+def cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def section(doc: dict[str, Any]) -> str:
+    lines = [f"## {doc['benchmark']}", "", what_was_measured(doc["benchmark"]), "",
              f"Command: `{doc['command']}`  ", f"When: {doc['when']}, machine: "
              f"{doc['machine']['cores']} cores, kernel {doc['machine']['kernel']}", "",
-             "| Metric | Value | Goal | Met | Reference |", "|---|---|---|---|---|"]
+             "| Metric | Value | Baseline (same run) | Ratio | Goal | Met | Reference |",
+             "|---|---|---|---|---|---|---|"]
     for m in doc["metrics"]:
         met = {True: "yes", False: "**no**", None: ""}[m["met"]]
-        lines.append(f"| {m['name']} | {m['value']} {m['unit']} | {m['goal'] or ''} | {met} "
+        lines.append(f"| {m['name']} | {m['value']} {m['unit']} | {cell(m.get('baseline'))} "
+                     f"| {cell(m.get('ratio'))} | {m['goal'] or ''} | {met} "
                      f"| {m['reference'] or ''} |")
+    img = comparison_plot(doc)
+    if img:
+        lines += ["", f"![{doc['benchmark']}: ours beside the baseline]({img})"]
     dists = doc.get("distributions")
+    if doc["benchmark"] == "snat_latency" and dists:
+        img = cdf_plot("snat_latency_cdf", {
+            "preallocated block": dists["preallocated_ms"],
+            "burst (Manager allocates)": dists["burst_ms"]},
+            "VM connect() -> SYN-ACK (ms)", 75, "Ananta's floor (75 ms)",
+            "fraction of connections")
+        lines += ["", f"![SNAT latency CDF]({img})"]
+    if doc["benchmark"] == "full_path" and dists:
+        img = cdf_plot("full_path_latency_cdf", {
+            "new conn., via the VIP": dists["lb_new_ms"],
+            "new conn., routed": dists["routed_new_ms"],
+            "kept-alive, via the VIP": dists["lb_kept_ms"],
+            "kept-alive, routed": dists["routed_kept_ms"]},
+            "HTTP request latency (ms)", None, "", "fraction of requests")
+        lines += ["", f"![request latency CDF]({img})"]
     if doc["benchmark"] == "config_latency" and dists:
         img = cdf_plot("config_latency_cdf", {
             "1 write/s": dists["programmed_ms_1_per_s"],
@@ -72,6 +147,9 @@ def section(doc: dict) -> str:  # type: ignore[type-arg]
                   "same sample and Maglev's table). Right: share of new-connection choices that "
                   "move when one of N backends is removed.", "",
                   "![hashing evenness and disruption](img/hashing.png)"]
+    analysis = notes(doc["benchmark"])
+    if analysis:
+        lines += ["", "### Where a goal is not met, and why", "", analysis]
     return "\n".join(lines) + "\n"
 
 
