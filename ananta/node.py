@@ -8,6 +8,7 @@ the agents run them with `ananta.shell.run_all`.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -149,3 +150,21 @@ def host_network_commands(node: NodeConfig, vms: Sequence[VmPort] = ()) -> list[
     ]
     cmds += [["ip", "link", "set", vm.interface, "up"] for vm in vms]
     return cmds
+
+
+def kernel_neighbor_mac(kernel_neigh_json: str, address: str) -> str | None:
+    """`address`'s MAC in `ip -j neigh show to ADDRESS` output, if the kernel has a usable
+    entry."""
+    try:
+        entries = json.loads(kernel_neigh_json or "[]")
+    except ValueError:
+        return None
+    usable = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
+    return next((str(e["lladdr"]) for e in entries if isinstance(e, dict)
+                 and e.get("dst") == address and e.get("lladdr")
+                 and usable & set(e.get("state", []))), None)
+
+
+def ovs_has_tunnel_neighbor(ovs_neigh_show: str, address: str, mac: str) -> bool:
+    """Whether `ovs-appctl tnl/neigh/show` lists `address` at `mac` on br-phy."""
+    return any(line.split()[:3] == [address, mac, BR_PHY] for line in ovs_neigh_show.splitlines())

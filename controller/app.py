@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,8 @@ from os_ken.controller.handler import (
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
-from ananta.controller import ofmsg
+from ananta.controller import ofmsg, snat_hold
+from ananta.controller.compile_host import T_SNAT_OUT
 from ananta.controller.compile_mux import T_CONNECTIONS, connection_dips, meter_ids
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import (
@@ -117,6 +119,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.draining: frozenset[str] = frozenset()
         self.next_lease = self.next_counters = 0.0
         self.expiring: set[str] = set()  # op ids of drain expiries being proposed
+        self.held = snat_hold.HoldState()  # VMs' packets waiting for a SNAT block
+        self.held_dropped = 0
         self.watcher = hub.spawn(self._housekeeping)
 
     # --- replicated state and leadership --------------------------------------------------
@@ -131,6 +135,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             try:
                 self._follow_cluster()
                 self._restart_stalled_syncs()
+                self._release_held()
                 now = time.monotonic()
                 if now >= self.next_lease:
                     self.next_lease = now + LEASE_REFRESH
@@ -494,6 +499,62 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 and (f.cookie >> 48) & 0xFF == FlowKind.CONNECTION}
         return live, frozenset((seen | session.connection_tags) - live)
 
+    # --- SNAT: a VM's packet that found no free port waits for a block here ---------------
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        with self.lock:
+            session = self.sessions.get(msg.datapath.id)
+            if (not self.leading[0] or session is None or session.target.role != "host"
+                    or session.target.bridge != "int" or msg.table_id != T_SNAT_OUT):
+                return
+            host = session.target.node
+            dip = snat_hold.ipv4_source(bytes(msg.data))
+            vms = {vm.address for h in (self.inventory.hosts if self.inventory else ())
+                   if h.name == host for vm in h.vms}
+            if dip not in vms:
+                return
+            packet = snat_hold.HeldPacket(int(msg.match["in_port"]), bytes(msg.data))
+            self.held, decision = snat_hold.on_packet(self.held, dip, host, msg.datapath.id,
+                                                      packet, time.monotonic())
+        if decision is snat_hold.Decision.REQUEST:
+            hub.spawn(self._request_snat_block, host, dip)
+        elif decision is snat_hold.Decision.DROPPED:
+            self.held_dropped += 1
+
+    def _request_snat_block(self, host: str, dip: str) -> None:
+        try:
+            result = self.service.propose({"op": "request_snat_block", "host": host,
+                                           "dip": dip}, uuid.uuid4().hex)
+        except Exception as exc:  # not committed (no quorum, not the leader any more)
+            result = {"ok": False, "error": str(exc)}
+        with self.lock:
+            if result.get("ok"):
+                self.held = snat_hold.on_committed(self.held, dip, int(result["generation"]))
+                LOG.info("%s: one more SNAT block for %s, held packets wait for it", host, dip)
+            else:
+                self.held, dropped = snat_hold.on_refused(self.held, dip, time.monotonic())
+                self.held_dropped += dropped
+                LOG.warning("%s: no SNAT block for %s (%s); %d held packets dropped", host,
+                            dip, result.get("error"), dropped)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Send back through their host's pipeline the packets whose block it now holds."""
+        with self.lock:
+            if not self.held.waits and not self.held.refused_until:
+                return
+            confirmed = {s.target.node: s.confirmed_generation for s in self.sessions.values()
+                         if s.target.role == "host" and s.target.bridge == "int"}
+            self.held, release, dropped = snat_hold.due(self.held, confirmed, time.monotonic())
+            self.held_dropped += dropped
+            for dpid, packet in release:
+                session = self.sessions.get(dpid)
+                if session is not None:
+                    session.datapath.send_msg(ofmsg.packet_out_to_table(
+                        session.datapath, packet.in_port, packet.data))
+
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev: Any) -> None:
         with self.lock:
@@ -517,6 +578,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             if session.resync:
                 session.resync = False
                 self._start_sync(session)
+        self._release_held()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev: Any) -> None:

@@ -32,6 +32,7 @@ from ananta.controller.flows import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     IP_PROTO,
+    PORT_CONTROLLER,
     PORT_IN_PORT,
     PORT_LOCAL,
     PORT_NORMAL,
@@ -40,6 +41,8 @@ from ananta.controller.flows import (
     FlowKind,
     Learn,
     LearnLoad,
+    Meter,
+    MeterAction,
     Nat,
     Output,
     Resubmit,
@@ -59,6 +62,9 @@ PRIO_VM = 200
 PRIO_SNAT = 150
 T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN, T_SNAT_OUT = 0, 1, 2, 3, 4, 5
 PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
+# A VM's packet that found no free SNAT port goes to the Manager's leader, which holds it until
+# one more block is programmed here (controller/snat_hold.py); this meter bounds that traffic.
+SNAT_WAIT_METER = Meter(1, rate_pps=1000, burst=200)
 PRIO_DEFAULT = 0
 PRIO_LEARNED = 10
 
@@ -180,7 +186,9 @@ def compile_host_int(services: Services, host: HostNode,
              (Output(PORT_LOCAL),), FlowKind.PROBE, "probe-reply"),
         Flow(T_SNAT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_SNAT_RETURN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_SNAT_OUT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-snat-port"),
+        Flow(T_SNAT_OUT, PRIO_DEFAULT, match(),
+             (MeterAction(SNAT_WAIT_METER.meter_id), Output(PORT_CONTROLLER)),
+             FlowKind.DEFAULT, "no-snat-port"),
     }
     for vm in host.vms:
         blocks = (snat or {}).get(vm.address)
@@ -216,7 +224,7 @@ def compile_host_int(services: Services, host: HostNode,
                           ipv4_src=be.address, **{f"{ep.protocol}_src": be.port}),
                     (Ct(zone=zone, table=1, nat=Nat()),),
                     FlowKind.REPLY, f"{be.address}:{ep.protocol}:{be.port}"))
-    program = SwitchProgram(frozenset(flows))
+    program = SwitchProgram(frozenset(flows), meters=frozenset({SNAT_WAIT_METER}))
     check_flows("host", "int", program.flows)
     return program
 

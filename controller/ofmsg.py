@@ -211,3 +211,10 @@ def meter_delete(datapath: Any, meter_id: int) -> Any:
 def group_delete(datapath: Any, group_id: int) -> Any:
     return parser.OFPGroupMod(datapath, command=ofp.OFPGC_DELETE, type_=ofp.OFPGT_SELECT,
                               group_id=group_id)
+
+
+def packet_out_to_table(datapath: Any, in_port: int, data: bytes) -> Any:
+    """Send `data` through the switch's pipeline from table 0 as if it came in on `in_port`."""
+    return parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
+                               match=parser.OFPMatch(in_port=in_port),
+                               actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=data)

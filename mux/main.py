@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 
-from ananta.agent import agent_arguments, keep_converged, load_or_report
+from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
+from ananta.bridges import BR_PHY
 from ananta.mux.config import MuxConfig, connection_table_commands, load_mux_config
+from ananta.node import kernel_neighbor_mac, ovs_has_tunnel_neighbor
+from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.mux")
 
@@ -48,6 +51,32 @@ def start_exabgp(config: MuxConfig, conf_path: str) -> subprocess.Popen[bytes]:
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
+def keep_tunnel_neighbor(config: MuxConfig) -> None:
+    """Set OVS's tunnel neighbor entry for the gateway to the MAC the kernel knows (the BGP
+    session over the same link keeps that fresh), at every check.
+
+    OVS's userspace tunnels resolve their next hop on demand: a packet that finds no entry
+    (the first after a start, a flush or an expiry) is dropped while OVS ARPs, so a
+    connection's SYN-ACK waited 1 s; and replies to an arping are not learned once their
+    datapath flow is cached. Setting it again each time also keeps it from expiring."""
+    gateway = config.uplink.gateway
+    neigh = ["ip", "-j", "neigh", "show", "to", gateway, "dev", BR_PHY]
+    try:
+        mac = kernel_neighbor_mac(run(neigh, timeout=3), gateway)
+        if mac is None:
+            run(["ping", "-c", "1", "-W", "1", gateway], check=False, timeout=3)
+            mac = kernel_neighbor_mac(run(neigh, timeout=3), gateway)
+        if mac is None:
+            return
+        if not ovs_has_tunnel_neighbor(run(["ovs-appctl", "tnl/neigh/show"],
+                                           env=ovs_env(config), timeout=3), gateway, mac):
+            LOG.info("teaching OVS the tunnel next hop: %s is at %s", gateway, mac)
+        run(["ovs-appctl", "tnl/neigh/set", BR_PHY, gateway, mac], env=ovs_env(config),
+            timeout=3)
+    except (CommandFailed, OSError, subprocess.TimeoutExpired) as exc:
+        LOG.warning("cannot check OVS's tunnel neighbor: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = agent_arguments("ananta-mux", __doc__, argv)
     config = load_or_report(load_mux_config, args)
@@ -56,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     speaker: subprocess.Popen[bytes] | None = None
     conf_path = ""
 
-    def keep_speaker_running() -> None:
+    def tend() -> None:
+        """After every check of the bridges: the tunnel next hop, and ExaBGP running."""
         nonlocal speaker, conf_path
+        keep_tunnel_neighbor(config)
         if speaker is None or speaker.poll() is not None:
             if speaker is not None:
                 LOG.error("ExaBGP exited with %s; restarting it", speaker.returncode)
@@ -75,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return keep_converged(config, (), args.once, keep_speaker_running,
+    return keep_converged(config, (), args.once, tend,
                           connection_table_commands(config))
 
 

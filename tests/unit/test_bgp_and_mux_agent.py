@@ -83,3 +83,18 @@ def test_a_mux_with_no_manager_as_master_serves_on_with_its_flows() -> None:
     # a fresh OVS has no lease and no flows: nothing to serve, headless or not
     assert routes_wanted(read_phy_dump(DUMP), 0, 3, 5.0, headless=True) == (frozenset(), 0)
     assert routes_wanted(None, 3, 3, 5.0, headless=True) == (frozenset(), 0)
+
+
+def test_the_mux_reads_its_gateways_mac_from_the_kernel_and_ovs_tunnel_neighbors() -> None:
+    from ananta.node import kernel_neighbor_mac, ovs_has_tunnel_neighbor
+
+    gw, mac = "198.18.7.1", "d6:21:a6:ef:22:d7"
+    kernel = f'[{{"dst":"{gw}","lladdr":"{mac}","state":["REACHABLE"]}}]'
+    assert kernel_neighbor_mac(kernel, gw) == mac
+    failed = f'[{{"dst":"{gw}","state":["FAILED"]}}]'
+    for unknown in ("", "[]", failed, "not json", '["x"]'):
+        assert kernel_neighbor_mac(unknown, gw) is None
+    header = "IP    MAC    Bridge\n=====\n"
+    assert not ovs_has_tunnel_neighbor(header, gw, mac)
+    assert ovs_has_tunnel_neighbor(header + f"{gw}      {mac}   br-phy\n", gw, mac)
+    assert not ovs_has_tunnel_neighbor(header + f"{gw}   d6:21:a6:ef:22:00   br-phy\n", gw, mac)

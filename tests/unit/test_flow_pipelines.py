@@ -15,7 +15,12 @@ from ananta.bridges import (
     PHY_UPLINK_OFPORT,
 )
 from ananta.config import parse_yaml_text
-from ananta.controller.compile_host import compile_host_int, compile_host_phy
+from ananta.controller.compile_host import (
+    SNAT_WAIT_METER,
+    T_SNAT_OUT,
+    compile_host_int,
+    compile_host_phy,
+)
 from ananta.controller.compile_mux import (
     PRIO_TRUSTED,
     PRIO_UNTRUSTED,
@@ -29,7 +34,14 @@ from ananta.controller.compile_mux import (
     endpoint_group,
 )
 from ananta.controller.desired import desired_programs
-from ananta.controller.flows import ETH_TYPE_ARP, ETH_TYPE_IP, ip_int
+from ananta.controller.flows import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    PORT_CONTROLLER,
+    MeterAction,
+    Output,
+    ip_int,
+)
 from ananta.controller.model import Services
 from tests.flowsim import NORMAL, Switch
 from tests.unit.fixtures import default_inventory, demo_services, demo_services_text
@@ -291,7 +303,7 @@ def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints()
     services = demo_services()
     limited = services.vips[0].model_copy(update={"rate_limit_pps": 2000})
     programs = desired_programs(Services(vips=[limited]), default_inventory())
-    meters = [m for p in programs.values() for m in p.meters]
+    meters = [m for p in programs.values() for m in p.meters if m != SNAT_WAIT_METER]
     assert len(meters) == 2 and {(m.rate_pps, m.burst) for m in meters} == {(2000, 200)}
     assert len({m.meter_id for m in meters}) == 1  # the same id on every Mux
     phy, int_ = Switch(compile_mux_phy(Services(vips=[limited]))), Switch(
@@ -300,7 +312,7 @@ def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints()
     assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][0] == INT_GRE_OFPORT
     assert int_.metered == {meters[0].meter_id: 1}
     unlimited = desired_programs(services, default_inventory())
-    assert not any(p.meters for p in unlimited.values())
+    assert not any(m != SNAT_WAIT_METER for p in unlimited.values() for m in p.meters)
 
 
 def test_a_new_connection_reusing_a_5_tuple_does_not_follow_a_stale_entry() -> None:
@@ -318,3 +330,11 @@ def test_a_new_connection_reusing_a_5_tuple_does_not_follow_a_stale_entry() -> N
     int_.program = compile_mux_int(parse_yaml_text(Services, yaml.safe_dump(data), "t"), inv)
     out = phy.receive(tcp(CLIENT, VIP, 52000, 80, tcp_flags=TCP_SYN), PHY_UPLINK_OFPORT)
     assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != old
+
+
+def test_a_vm_packet_that_finds_no_snat_port_goes_to_the_manager_through_a_meter() -> None:
+    host = default_inventory().hosts[0]
+    program = compile_host_int(demo_services(), host)
+    (wait,) = [f for f in program.flows if f.table == T_SNAT_OUT and f.priority == 0]
+    assert wait.actions == (MeterAction(SNAT_WAIT_METER.meter_id), Output(PORT_CONTROLLER))
+    assert SNAT_WAIT_METER in program.meters
