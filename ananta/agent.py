@@ -13,8 +13,9 @@ from typing import TypeVar
 
 from ananta.bridges import BR_INT, BR_PHY
 from ananta.config import InvalidConfig
-from ananta.node import NodeConfig, VmPort, host_network_commands, ovs_bootstrap_args
-from ananta.shell import CommandFailed, run, run_all
+from ananta.node import BridgeSpec, NodeConfig, VmPort, host_network_commands
+from ananta.ovsdb import NodeOvsdb, OvsdbUnavailable
+from ananta.shell import CommandFailed, run_all
 
 LOG = logging.getLogger("ananta.agent")
 CHECK_INTERVAL = 2.0
@@ -25,15 +26,17 @@ def ovs_env(config: NodeConfig) -> dict[str, str]:
     return {**os.environ, "OVS_RUNDIR": config.ovs_rundir}
 
 
-def converge(config: NodeConfig, vms: Sequence[VmPort] = ()) -> None:
-    env = ovs_env(config)
-    run(ovs_bootstrap_args(config, vms), env=env)
-    run_all(host_network_commands(config, vms), env=env)
+def converge(config: NodeConfig, ovsdb: NodeOvsdb, specs: Sequence[BridgeSpec],
+             vms: Sequence[VmPort] = ()) -> None:
+    ovsdb.apply(specs)
+    run_all(host_network_commands(config, vms), env=ovs_env(config))
 
 
-def bridges_present(config: NodeConfig) -> bool:
-    out = run(["ovs-vsctl", "--timeout=5", "list-br"], env=ovs_env(config), check=False)
-    return {BR_INT, BR_PHY} <= set(out.split())
+def bridges_present(ovsdb: NodeOvsdb) -> bool:
+    try:
+        return {BR_INT, BR_PHY} <= ovsdb.bridges() and ovsdb.connected()
+    except OvsdbUnavailable:
+        return False
 
 
 def agent_arguments(prog: str, description: str | None, argv: list[str] | None,
@@ -66,21 +69,22 @@ def load_or_report(loader: Callable[[str], C], args: argparse.Namespace) -> C | 
     return config
 
 
-def keep_converged(config: NodeConfig, vms: Sequence[VmPort], once: bool,
-                   after_each_check: Callable[[], None],
+def keep_converged(config: NodeConfig, specs: Sequence[BridgeSpec], vms: Sequence[VmPort],
+                   once: bool, after_each_check: Callable[[], None],
                    extra: Sequence[Sequence[str]] = (),
                    interval: float = CHECK_INTERVAL) -> int:
-    """Converge the bridges (then run `extra`), and re-check every `interval` s: an OVS
-    restart loses them."""
+    """Converge the bridges through OVSDB (then run `extra`), and re-check every `interval`
+    s: an OVS restart loses them."""
+    ovsdb = NodeOvsdb(config.ovs_rundir)
     converged = False
     while True:
         try:
-            if not converged or not bridges_present(config):
-                converge(config, vms)
+            if not converged or not bridges_present(ovsdb):
+                converge(config, ovsdb, specs, vms)
                 run_all(extra, env=ovs_env(config))
                 converged = True
                 LOG.info("%s: bridges converged (%d VM ports)", config.name, len(vms))
-        except (CommandFailed, subprocess.TimeoutExpired, OSError) as exc:
+        except (OvsdbUnavailable, CommandFailed, subprocess.TimeoutExpired, OSError) as exc:
             converged = False
             LOG.error("bootstrap failed, retrying: %s", exc)
         if converged:

@@ -1,8 +1,9 @@
 """What the Mux and the Host Agent have in common: their OVS bridges and uplink (pure).
 
-`bootstrap_commands` returns the argv lists that make a node's bridges, ports, controller
-targets and underlay address exist, idempotently (ovs-vsctl --may-exist, ip ... replace);
-the agents run them with `ananta.shell.run_all`.
+`bridge_specs` says what OVSDB must hold for a node's bridges, ports and controller targets
+(ananta/ovsdb.py writes it with ovsdbapp, idempotently); `host_network_commands` the argv
+lists that set its underlay address and route (ip ... replace), run with
+`ananta.shell.run_all`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Sequence
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
 from ananta.bridges import (
     BR_INT,
     BR_PHY,
-    GATEWAY_MAC,
     GRE_PORT,
     INT_GRE_OFPORT,
     INT_PATCH_OFPORT,
@@ -89,47 +90,66 @@ class NodeConfig(StrictModel):
         return str(ipaddress.IPv4Interface(self.uplink.address).ip)
 
 
-def ovs_bootstrap_args(node: NodeConfig, vms: Sequence[VmPort] = ()) -> list[str]:
-    """One ovs-vsctl transaction making br-phy and br-int with their ports and controllers."""
-    up = node.uplink.interface
-    controllers = [f"tcp:{t}" for t in node.managers]
-    args: list[str] = []
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """A port of one interface (same name) and the interface's columns."""
 
-    def cmd(*words: str) -> None:
-        args.extend(["--", *words])
+    name: str
+    columns: dict[str, Any]
 
-    for bridge, dpid in ((BR_PHY, node.datapath_ids.phy), (BR_INT, node.datapath_ids.int)):
-        cmd("--may-exist", "add-br", bridge)
-        cmd("set", "bridge", bridge, "datapath_type=netdev", "fail_mode=secure",
-            f"other_config:datapath-id={dpid}", "other_config:disable-in-band=true",
-            "protocols=OpenFlow10,OpenFlow13,OpenFlow15")
-        cmd("set-controller", bridge, *controllers)
-    cmd("set", "interface", BR_PHY, f"mtu_request={node.uplink.mtu}")
-    cmd("--may-exist", "add-port", BR_PHY, up)
-    cmd("set", "interface", up, f"ofport_request={PHY_UPLINK_OFPORT}")
-    cmd("--may-exist", "add-port", BR_PHY, PATCH_PHY_TO_INT)
-    cmd("set", "interface", PATCH_PHY_TO_INT, "type=patch", f"options:peer={PATCH_INT_TO_PHY}",
-        f"ofport_request={PHY_PATCH_OFPORT}")
-    cmd("--may-exist", "add-port", BR_INT, PATCH_INT_TO_PHY)
-    cmd("set", "interface", PATCH_INT_TO_PHY, "type=patch", f"options:peer={PATCH_PHY_TO_INT}",
-        f"ofport_request={INT_PATCH_OFPORT}")
-    cmd("--may-exist", "add-port", BR_INT, GRE_PORT)
-    cmd("set", "interface", GRE_PORT, "type=gre", "options:remote_ip=flow", "options:key=flow",
-        f"ofport_request={INT_GRE_OFPORT}")
-    for vm in vms:
-        cmd("--may-exist", "add-port", BR_INT, vm.interface)
-        cmd("set", "interface", vm.interface, f"ofport_request={vm.ofport}")
-    return ["ovs-vsctl", "--timeout=10", *args]
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    """What a bridge must hold in OVSDB: its columns, controllers, ports, the columns of its
+    own (LOCAL) interface, and per-table Flow_Table settings."""
+
+    name: str
+    columns: dict[str, Any]
+    controllers: tuple[str, ...]
+    ports: tuple[InterfaceSpec, ...]
+    local: dict[str, Any] = field(default_factory=dict)
+    flow_tables: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def bridge_specs(node: NodeConfig, vms: Sequence[VmPort] = (), int_hwaddr: str | None = None,
+                 int_flow_tables: dict[int, dict[str, Any]] | None = None,
+                 ) -> tuple[BridgeSpec, BridgeSpec]:
+    """br-phy (uplink, patch to br-int, the underlay MTU) and br-int (patch, GRE, VM ports),
+    userspace datapath, every Manager as controller; applied in one OVSDB transaction
+    (ananta/ovsdb.py), idempotently."""
+    controllers = tuple(f"tcp:{t}" for t in node.managers)
+
+    def columns(dpid: str, hwaddr: str | None = None) -> dict[str, Any]:
+        other = {"datapath-id": dpid, "disable-in-band": "true"}
+        if hwaddr:
+            other["hwaddr"] = hwaddr
+        return {"datapath_type": "netdev", "fail_mode": "secure", "other_config": other,
+                "protocols": ["OpenFlow10", "OpenFlow13", "OpenFlow15"]}
+
+    def patch(name: str, peer: str, ofport: int) -> InterfaceSpec:
+        return InterfaceSpec(name, {"type": "patch", "options": {"peer": peer},
+                                    "ofport_request": ofport})
+
+    phy = BridgeSpec(BR_PHY, columns(node.datapath_ids.phy), controllers, (
+        InterfaceSpec(node.uplink.interface, {"ofport_request": PHY_UPLINK_OFPORT}),
+        patch(PATCH_PHY_TO_INT, PATCH_INT_TO_PHY, PHY_PATCH_OFPORT),
+    ), local={"mtu_request": node.uplink.mtu})
+    int_ = BridgeSpec(BR_INT, columns(node.datapath_ids.int, int_hwaddr), controllers, (
+        patch(PATCH_INT_TO_PHY, PATCH_PHY_TO_INT, INT_PATCH_OFPORT),
+        InterfaceSpec(GRE_PORT, {"type": "gre", "options": {"remote_ip": "flow", "key": "flow"},
+                                 "ofport_request": INT_GRE_OFPORT}),
+        *(InterfaceSpec(vm.interface, {"ofport_request": vm.ofport}) for vm in vms),
+    ), flow_tables=dict(int_flow_tables or {}))
+    return phy, int_
 
 
 def probe_port_commands(addresses: Sequence[str]) -> list[list[str]]:
     """br-int's LOCAL port as the VMs' gateway, for the host agent's health probes: the
-    gateway MAC (the ARP responder's), the gateway addresses, checksums done in software."""
+    gateway addresses, checksums done in software (its MAC, the ARP responder's GATEWAY_MAC,
+    is br-int's `other_config:hwaddr`, see bridge_specs)."""
     if not addresses:
         return []
     cmds = [
-        ["ovs-vsctl", "--timeout=10", "set", "bridge", BR_INT,
-         f"other_config:hwaddr={GATEWAY_MAC}"],
         ["ip", "link", "set", BR_INT, "up"],
         ["ethtool", "-K", BR_INT, "tx", "off"],
     ]

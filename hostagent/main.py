@@ -14,11 +14,12 @@ import subprocess
 import sys
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
+from ananta.bridges import GATEWAY_MAC
 from ananta.hostagent.config import HostAgentConfig, load_hostagent_config
 from ananta.hostagent.manager_api import ManagerApi
 from ananta.hostagent.monitor import HealthMonitor
 from ananta.hostagent.snat_watch import SnatWatch
-from ananta.node import probe_port_commands
+from ananta.node import bridge_specs, probe_port_commands
 from ananta.shell import CommandFailed, run
 
 ROUTER_MAC_REFRESH = 0.5
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         SnatWatch(config.name, ManagerApi(config.manager_api, token), ovs_env(config)).start()
 
     # every 0.5 s: after an OVS restart, replies wait for the router's MAC to be re-learnt
-    return keep_converged(config, config.vms, args.once, lambda: refresh_router_mac(config),
+    specs = bridge_specs(config, config.vms,
+                         int_hwaddr=GATEWAY_MAC if config.probe_addresses else None)
+    return keep_converged(config, specs, config.vms, args.once,
+                          lambda: refresh_router_mac(config),
                           extra=probe_port_commands(config.probe_addresses),
                           interval=ROUTER_MAC_REFRESH)
 

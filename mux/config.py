@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from ananta.bridges import BR_INT
 from ananta.config import StrictModel, load_yaml_file
 from ananta.controller.model import IPv4
 from ananta.node import NodeConfig
@@ -37,14 +36,13 @@ class MuxConfig(NodeConfig):
     connection_limit: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
 
 
-def connection_table_commands(config: MuxConfig) -> list[list[str]]:
-    """Cap the connection table and make OVS evict fairly between VIPs when it is full: it
-    evicts from the VIP (ipv4_dst) with the most entries, soonest-to-expire first (untrusted
-    entries, then idle ones), so a flood on one VIP cannot push out another VIP's entries."""
-    return [["ovs-vsctl", "--timeout=10", "--", "--id=@connections", "create", "Flow_Table",
-             "name=connections", f"flow_limit={config.connection_limit}",
-             "overflow_policy=evict", 'groups=["NXM_OF_IP_DST[]"]',
-             "--", "set", "bridge", BR_INT, "flow_tables:1=@connections"]]
+def connection_table(config: MuxConfig) -> dict[int, dict[str, Any]]:
+    """br-int's Flow_Table settings: cap the connection table (table 1) and make OVS evict
+    fairly between VIPs when it is full: it evicts from the VIP (ipv4_dst) with the most
+    entries, soonest-to-expire first (untrusted entries, then idle ones), so a flood on one
+    VIP cannot push out another VIP's entries."""
+    return {1: {"name": "connections", "flow_limit": config.connection_limit,
+                "overflow_policy": "evict", "groups": ["NXM_OF_IP_DST[]"]}}
 
 
 def load_mux_config(path: str) -> MuxConfig:

@@ -16,8 +16,8 @@ import sys
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
 from ananta.bridges import BR_PHY
-from ananta.mux.config import MuxConfig, connection_table_commands, load_mux_config
-from ananta.node import kernel_neighbor_mac, ovs_has_tunnel_neighbor
+from ananta.mux.config import MuxConfig, connection_table, load_mux_config
+from ananta.node import bridge_specs, kernel_neighbor_mac, ovs_has_tunnel_neighbor
 from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.mux")
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return keep_converged(config, (), args.once, tend,
-                          connection_table_commands(config))
+    specs = bridge_specs(config, int_flow_tables=connection_table(config))
+    return keep_converged(config, specs, (), args.once, tend)
 
 
 if __name__ == "__main__":
