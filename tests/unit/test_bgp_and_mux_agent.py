@@ -98,3 +98,29 @@ def test_the_mux_reads_its_gateways_mac_from_the_kernel_and_ovs_tunnel_neighbors
     assert not ovs_has_tunnel_neighbor(header, gw, mac)
     assert ovs_has_tunnel_neighbor(header + f"{gw}      {mac}   br-phy\n", gw, mac)
     assert not ovs_has_tunnel_neighbor(header + f"{gw}   d6:21:a6:ef:22:00   br-phy\n", gw, mac)
+
+
+def test_bridge_specs_say_what_ovsdb_must_hold() -> None:
+    from ananta.bridges import BR_INT, BR_PHY, GATEWAY_MAC, INT_GRE_OFPORT
+    from ananta.node import NodeConfig, VmPort, bridge_specs
+
+    node = NodeConfig.model_validate({
+        "name": "hv1", "datapath_ids": {"int": "00a0000000020101", "phy": "00a0000000020102"},
+        "uplink": {"interface": "uplink", "address": "198.18.9.2/30", "gateway": "198.18.9.1"},
+        "managers": ["198.19.0.11:6653", "198.19.0.12:6653"]})
+    vm = VmPort(name="vm1", interface="vm1", ofport=10)
+    phy, int_ = bridge_specs(node, [vm], int_hwaddr=GATEWAY_MAC,
+                             int_flow_tables={1: {"name": "connections"}})
+    assert (phy.name, int_.name) == (BR_PHY, BR_INT)
+    for b in (phy, int_):
+        assert b.columns["datapath_type"] == "netdev" and b.columns["fail_mode"] == "secure"
+        assert "OpenFlow15" in b.columns["protocols"]
+        assert b.controllers == ("tcp:198.19.0.11:6653", "tcp:198.19.0.12:6653")
+    assert phy.columns["other_config"]["datapath-id"] == "00a0000000020102"
+    assert phy.local == {"mtu_request": 1600} and "hwaddr" not in phy.columns["other_config"]
+    assert int_.columns["other_config"]["hwaddr"] == GATEWAY_MAC
+    ports = {p.name: p.columns for p in int_.ports}
+    assert ports["vm1"] == {"ofport_request": 10}
+    assert ports["gre0"]["ofport_request"] == INT_GRE_OFPORT
+    assert ports["gre0"]["options"] == {"remote_ip": "flow", "key": "flow"}
+    assert int_.flow_tables == {1: {"name": "connections"}} and phy.flow_tables == {}
