@@ -462,12 +462,13 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     LEARNED_TAG_MASK) for tag in sorted(gone)]
             )
             for message in messages:
+                dp.set_xid(message)
                 message.serialize()
         except Exception:
             LOG.exception("%s: cannot encode the plan; switch left as it is", session.target.label)
             return
         for message in messages:
-            dp.send_msg(message)
+            dp.send(message.buf)  # (send_msg would encode it again: big groups cost ms each)
         session.staged = {f.cookie: f for f in desired.flows}
         session.connection_tags = live
         for group in (*steps.add_groups, *steps.modify_groups):

@@ -13,6 +13,7 @@ matches back. Flows created by `learn()` carry the LEARNED tag and are left alon
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -270,7 +271,9 @@ def is_lease(cookie: int) -> bool:
     return cookie >> COOKIE_TAG_SHIFT == LEASE_TAG
 
 
+@functools.lru_cache(maxsize=65536)
 def ip_int(address: str) -> int:
+    """(Cached: the compilers ask it for the same few addresses on every config change.)"""
     return int(ipaddress.IPv4Address(address))
 
 
