@@ -104,17 +104,18 @@ def _node_common(plan: LabPlan, node: Node, run_dir: str) -> dict[str, Any]:
     }
 
 
-def mux_config(plan: LabPlan, mux: Node, run_dir: str) -> dict[str, Any]:
+def mux_config(plan: LabPlan, mux: Node, run_dir: str,
+               md5_password: str | None = None) -> dict[str, Any]:
+    """`md5_password`: the TCP MD5 key of its BGP session to its leaf (bgpd_conf's too)."""
     leaf = plan.nodes[mux.leaf or ""]
-    return {
-        **_node_common(plan, mux, run_dir),
-        "run_dir": node_dir(run_dir, mux),
-        "bgp": {
-            "local_as": MUX_AS,
-            "peers": [{"address": leaf.address_of(mux.name), "peer_as": leaf.asn}],
-            "hold_time": plan.spec.bgp_hold_time,
-        },
+    bgp: dict[str, Any] = {
+        "local_as": MUX_AS,
+        "peers": [{"address": leaf.address_of(mux.name), "peer_as": leaf.asn}],
+        "hold_time": plan.spec.bgp_hold_time,
     }
+    if md5_password:
+        bgp["md5_password"] = md5_password
+    return {**_node_common(plan, mux, run_dir), "run_dir": node_dir(run_dir, mux), "bgp": bgp}
 
 
 def hostagent_config(plan: LabPlan, hv: Node, run_dir: str) -> dict[str, Any]:
@@ -174,8 +175,10 @@ def bfdd_conf(plan: LabPlan, node: Node) -> str:
     return "\n".join([*lines, "exit", ""])
 
 
-def bgpd_conf(plan: LabPlan, router: Node) -> str:
-    """eBGP to every neighbour router and Mux, ECMP over any AS path, fast timers."""
+def bgpd_conf(plan: LabPlan, router: Node, mux_md5_password: str | None = None) -> str:
+    """eBGP to every neighbour router and Mux, ECMP over any AS path, fast timers; sessions
+    to Muxes (the load balancer's own speakers) authenticated with TCP MD5 when a password
+    is given."""
     router_id = router.address_of(router.interfaces[0].name)
     lines = [
         "frr defaults datacenter",
@@ -194,6 +197,8 @@ def bgpd_conf(plan: LabPlan, router: Node) -> str:
             lines.append(f" neighbor {peer_address} timers {max(1, hold // 3)} {hold}")
             if peer.role == "mux":
                 lines.append(f" neighbor {peer_address} bfd profile {BFD_PROFILE}")
+                if mux_md5_password:
+                    lines.append(f" neighbor {peer_address} password {mux_md5_password}")
     lines += [
         " address-family ipv4 unicast",
         "  redistribute connected",

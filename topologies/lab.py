@@ -110,19 +110,22 @@ def ovs_cmd_env(node: str) -> dict[str, str]:
 
 # --- up ------------------------------------------------------------------------------------
 
-def _write(path: str, text: str, owner: str | None = None) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+def _write(path: str, text: str, owner: str | None = None, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # (an existing file keeps its mode through O_CREAT)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     if owner:
         shutil.chown(path, owner, owner)
 
 
 def write_secrets(plan: LabPlan) -> dict[str, str]:
-    """A fresh Raft password and bearer tokens for this lab, readable by root only."""
+    """A fresh Raft password, BGP (TCP MD5) password and bearer tokens for this lab,
+    readable by root only."""
     secrets_dir = os.path.join(RUN_DIR, "secrets")
     os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
     values = {}
-    names = ["raft.password", "admin.token", "demo.token"]
+    names = ["raft.password", "bgp-md5.password", "admin.token", "demo.token"]
     names += [f"agent-{hv.name}.token" for hv in plan.by_role("hypervisor")]
     for name in names:
         value = secrets.token_urlsafe(32)
@@ -148,9 +151,11 @@ def write_configs(plan: LabPlan, secret: dict[str, str]) -> None:
             configs.manager_config(plan, manager, RUN_DIR, admin_sha, agents), sort_keys=False))
     _write(os.path.join(RUN_DIR, "cli.yaml"),
            yaml.safe_dump(configs.cli_config(plan, RUN_DIR), sort_keys=False))
-    for mux in plan.by_role("mux"):
+    md5 = secret["bgp-md5.password"]
+    for mux in plan.by_role("mux"):  # (mux.yaml and bgpd.conf hold the BGP password: 0600)
         _write(os.path.join(configs.node_dir(RUN_DIR, mux), "mux.yaml"),
-               yaml.safe_dump(configs.mux_config(plan, mux, RUN_DIR), sort_keys=False))
+               yaml.safe_dump(configs.mux_config(plan, mux, RUN_DIR, md5), sort_keys=False),
+               mode=0o600)
     for hv in plan.by_role("hypervisor"):
         _write(os.path.join(configs.node_dir(RUN_DIR, hv), "hostagent.yaml"),
                yaml.safe_dump(configs.hostagent_config(plan, hv, RUN_DIR), sort_keys=False))
@@ -158,10 +163,10 @@ def write_configs(plan: LabPlan, secret: dict[str, str]) -> None:
         d = configs.frr_dir(RUN_DIR, node)
         os.makedirs(d, exist_ok=True)
         shutil.chown(d, "frr", "frr")
-        texts = {"zebra": configs.zebra_conf(node), "bgpd": configs.bgpd_conf(plan, node)
+        texts = {"zebra": configs.zebra_conf(node), "bgpd": configs.bgpd_conf(plan, node, md5)
                  if node.role == "router" else "", "bfdd": configs.bfdd_conf(plan, node)}
         for prog in configs.frr_daemons(plan, node):
-            _write(os.path.join(d, f"{prog}.conf"), texts[prog], "frr")
+            _write(os.path.join(d, f"{prog}.conf"), texts[prog], "frr", mode=0o600)
 
 
 def start_daemon(plan: LabPlan, daemon: Daemon) -> None:

@@ -63,6 +63,25 @@ def test_routers_hold_an_ecmp_route_over_both_muxes(running_lab: None) -> None:
     assert len(routes[0]["nexthops"]) == 2, routes
 
 
+def test_mux_bgp_sessions_are_tcp_md5_signed(running_lab: None) -> None:
+    """The leaves' sessions to the Muxes are up with a TCP MD5 key (lab readiness checks
+    they are up), and a leaf answers no unsigned connection from a Mux's address."""
+    plan, _ = lab.load_plan()
+    with open(os.path.join(lab.RUN_DIR, "leaf1", "bgpd.conf")) as fh:
+        assert " password " in fh.read()
+    assert oct(os.stat(os.path.join(lab.RUN_DIR, "mux1", "mux.yaml")).st_mode & 0o777) == "0o600"
+    leaf = plan.nodes["mux1"].leaf or ""
+    probe = ("import socket, sys\n"
+             "try:\n"
+             f"    socket.create_connection(('{plan.nodes[leaf].address_of('mux1')}', 179),"
+             " timeout=2).close()\n"
+             "    print('answered')\n"
+             "except OSError as exc:\n"
+             "    print(type(exc).__name__)\n")
+    out = lab.ns_run(plan, "mux1", [sys.executable, "-c", probe], timeout=10).strip()
+    assert out in ("TimeoutError", "timeout"), out  # unsigned SYNs are dropped by the leaf
+
+
 def test_status_exec_and_a_second_up(running_lab: None) -> None:
     status = cli("lab", "status", "--json")
     assert status.returncode == 0, status.stderr

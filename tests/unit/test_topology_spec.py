@@ -88,6 +88,15 @@ def test_bgp_config_peers_over_every_router_and_mux_link() -> None:
     peers = [line.split()[1] for line in conf.splitlines() if "remote-as" in line]
     assert sorted(peers) == sorted(a for n, a, _ in plan.neighbors("leaf1")
                                    if n.role in ("router", "mux"))
+    # sessions to Muxes (only) carry the TCP MD5 password, the same the Mux's ExaBGP gets
+    signed = configs.bgpd_conf(plan, leaf, "pw-123")
+    muxes = sorted(a for n, a, _ in plan.neighbors("leaf1") if n.role == "mux")
+    assert sorted(line.split()[1] for line in signed.splitlines() if " password " in line) == (
+        muxes)
+    assert " password " not in conf
+    mux = plan.nodes["mux1"]
+    assert configs.mux_config(plan, mux, RUN, "pw-123")["bgp"]["md5_password"] == "pw-123"
+    assert "md5_password" not in configs.mux_config(plan, mux, RUN)["bgp"]
 
 
 def test_bad_spec_is_refused_with_the_key() -> None:
