@@ -191,6 +191,8 @@ class ManagerService(Interface):
 
     def programmed_generations(self) -> dict[tuple[str, str], int]: ...
 
+    def snat_hold_totals(self) -> dict[str, int]: ...
+
     mux_watch: MuxWatch
 
 
@@ -260,6 +262,20 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
                 yield family
 
     registry.register(MuxCounters())
+
+    class SnatHoldCounters(Collector):
+        """VM packets the leader held while their host waited for a SNAT block."""
+
+        def collect(self) -> Any:
+            family = CounterMetricFamily(
+                "ananta_snat_held_packets", "VM packets held for a SNAT block, by outcome "
+                "(held; released back to the host; dropped: queue full, refused, too late)",
+                labels=["outcome"])
+            for outcome, value in sorted(service.snat_hold_totals().items()):
+                family.add_metric([outcome], value)
+            yield family
+
+    registry.register(SnatHoldCounters())
     g_switch = Gauge("ananta_switch_programmed_generation",
                      "config generation each switch confirmed (leader only)",
                      ["node", "bridge"], registry=registry)

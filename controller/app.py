@@ -120,7 +120,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.next_lease = self.next_counters = 0.0
         self.expiring: set[str] = set()  # op ids of drain expiries being proposed
         self.held = snat_hold.HoldState()  # VMs' packets waiting for a SNAT block
-        self.held_dropped = 0
         self.watcher = hub.spawn(self._housekeeping)
 
     # --- replicated state and leadership --------------------------------------------------
@@ -519,10 +518,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
             packet = snat_hold.HeldPacket(int(msg.match["in_port"]), bytes(msg.data))
             self.held, decision = snat_hold.on_packet(self.held, dip, host, msg.datapath.id,
                                                       packet, time.monotonic())
+        self.service.count_snat_hold(
+            "dropped" if decision is snat_hold.Decision.DROPPED else "held")
         if decision is snat_hold.Decision.REQUEST:
             hub.spawn(self._request_snat_block, host, dip)
-        elif decision is snat_hold.Decision.DROPPED:
-            self.held_dropped += 1
 
     def _request_snat_block(self, host: str, dip: str) -> None:
         try:
@@ -536,7 +535,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 LOG.info("%s: one more SNAT block for %s, held packets wait for it", host, dip)
             else:
                 self.held, dropped = snat_hold.on_refused(self.held, dip, time.monotonic())
-                self.held_dropped += dropped
+                self.service.count_snat_hold("dropped", dropped)
                 LOG.warning("%s: no SNAT block for %s (%s); %d held packets dropped", host,
                             dip, result.get("error"), dropped)
         self._release_held()
@@ -549,12 +548,17 @@ class AnantaManagerApp(app_manager.OSKenApp):
             confirmed = {s.target.node: s.confirmed_generation for s in self.sessions.values()
                          if s.target.role == "host" and s.target.bridge == "int"}
             self.held, release, dropped = snat_hold.due(self.held, confirmed, time.monotonic())
-            self.held_dropped += dropped
+            sent = 0
             for dpid, packet in release:
                 session = self.sessions.get(dpid)
                 if session is not None:
                     session.datapath.send_msg(ofmsg.packet_out_to_table(
                         session.datapath, packet.in_port, packet.data))
+                    sent += 1
+        if dropped or len(release) > sent:
+            self.service.count_snat_hold("dropped", dropped + len(release) - sent)
+        if sent:
+            self.service.count_snat_hold("released", sent)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev: Any) -> None:

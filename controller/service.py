@@ -23,6 +23,9 @@ class ReplicaService:
         self.ledger = ProgrammingLedger()
         self.ledger_lock = threading.Lock()
         self.mux_watch = MuxWatch()  # what the leader's os-ken app learns from the Muxes
+        # VM packets the leader held for a SNAT block: held, released (sent back), dropped
+        self.snat_hold_counts = {"held": 0, "released": 0, "dropped": 0}
+        self.counts_lock = threading.Lock()
 
     @property
     def state(self) -> ClusterState:
@@ -33,6 +36,14 @@ class ReplicaService:
 
     def propose(self, command: dict[str, Any], op_id: str) -> dict[str, Any]:
         return self.cluster.propose(command, timeout=self.write_timeout, op_id=op_id)
+
+    def count_snat_hold(self, outcome: str, packets: int = 1) -> None:
+        with self.counts_lock:
+            self.snat_hold_counts[outcome] += packets
+
+    def snat_hold_totals(self) -> dict[str, int]:
+        with self.counts_lock:
+            return dict(self.snat_hold_counts)
 
     def programmed_at(self, op: Operation) -> float | None:
         with self.ledger_lock:

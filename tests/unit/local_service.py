@@ -48,5 +48,8 @@ class LocalService:
     def programmed_generations(self) -> dict[tuple[str, str], int]:
         return self.ledger.latest()
 
+    def snat_hold_totals(self) -> dict[str, int]:
+        return {"held": 0, "released": 0, "dropped": 0}
+
     def relay_to_leader(self, path: str, token: str) -> tuple[int, Any] | None:
         return None

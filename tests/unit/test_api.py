@@ -139,6 +139,7 @@ def test_openapi_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
     assert "ananta_config_generation" in text and "ananta_raft_is_leader 1.0" in text
     assert 'ananta_api_writes_total{kind="put_tenant",status="200"} 2.0' in text
     assert "ananta_api_commit_seconds_bucket" in text
+    assert 'ananta_snat_held_packets_total{outcome="released"} 0.0' in text
 
 
 def test_a_write_retried_with_its_operation_id_is_applied_once(api) -> None:  # type: ignore[no-untyped-def]
