@@ -63,8 +63,14 @@ PRIO_SNAT = 150
 T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN, T_SNAT_OUT = 0, 1, 2, 3, 4, 5
 PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
 # A VM's packet that found no free SNAT port goes to the Manager's leader, which holds it until
-# one more block is programmed here (controller/snat_hold.py); this meter bounds that traffic.
-SNAT_WAIT_METER = Meter(1, rate_pps=1000, burst=200)
+# one more block is programmed here (controller/snat_hold.py), through a meter of the VM's own:
+# a DIP that keeps opening connections at its cap cannot crowd out another DIP's requests.
+SNAT_WAIT_METER_BASE = 1000  # + the VM's ofport (10..60000)
+SNAT_WAIT_PPS, SNAT_WAIT_BURST = 500, 100
+
+
+def snat_wait_meter(vm: Vm) -> Meter:
+    return Meter(SNAT_WAIT_METER_BASE + vm.ofport, SNAT_WAIT_PPS, SNAT_WAIT_BURST)
 PRIO_DEFAULT = 0
 PRIO_LEARNED = 10
 
@@ -131,6 +137,10 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
              match(in_port=vm.ofport, eth_type=ETH_TYPE_IP,
                    ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL | CT_INV)),
              (Output(INT_PATCH_OFPORT),), FlowKind.SNAT, owner),
+        # no free port: to the Manager's leader, which holds it until the next block is here
+        Flow(T_SNAT_OUT, PRIO_SNAT, match(in_port=vm.ofport, eth_type=ETH_TYPE_IP),
+             (MeterAction(snat_wait_meter(vm).meter_id), Output(PORT_CONTROLLER)),
+             FlowKind.SNAT, owner),
         # only what conntrack NATed leaves: a connection that found no free port (its SYN is
         # retransmitted once the agent got a block more) must not leak out as DIP:port
         Flow(T_SNAT_OUT, PRIO_VM, match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ipv4_src=vip),
@@ -186,14 +196,14 @@ def compile_host_int(services: Services, host: HostNode,
              (Output(PORT_LOCAL),), FlowKind.PROBE, "probe-reply"),
         Flow(T_SNAT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_SNAT_RETURN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_SNAT_OUT, PRIO_DEFAULT, match(),
-             (MeterAction(SNAT_WAIT_METER.meter_id), Output(PORT_CONTROLLER)),
-             FlowKind.DEFAULT, "no-snat-port"),
+        Flow(T_SNAT_OUT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-snat-port"),
     }
+    meters = set()
     for vm in host.vms:
         blocks = (snat or {}).get(vm.address)
         if blocks:
             flows |= snat_flows(vm, blocks)
+            meters.add(snat_wait_meter(vm))
     flows |= {arp_responder(vm) for vm in host.vms}
     for vm in host.vms:
         flows |= probe_flows(vm)
@@ -224,7 +234,7 @@ def compile_host_int(services: Services, host: HostNode,
                           ipv4_src=be.address, **{f"{ep.protocol}_src": be.port}),
                     (Ct(zone=zone, table=1, nat=Nat()),),
                     FlowKind.REPLY, f"{be.address}:{ep.protocol}:{be.port}"))
-    program = SwitchProgram(frozenset(flows), meters=frozenset({SNAT_WAIT_METER}))
+    program = SwitchProgram(frozenset(flows), meters=frozenset(meters))
     check_flows("host", "int", program.flows)
     return program
 

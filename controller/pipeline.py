@@ -71,7 +71,8 @@ HOST_INT = (
        "return traffic of a SNAT connection, NATed back to DIP:port, to the VM"),
     _t(5, "snat_out", "in_port eth_type ipv4_src",
        "a new SNAT connection leaves only if conntrack found it a port (source is the VIP); "
-       "otherwise it is dropped (and counted) until the agent gets one more block"),
+       "otherwise it goes, through the VM's meter, to the Manager's leader, which holds it "
+       "until one more block is programmed (never out as DIP:port)"),
 )
 
 PIPELINES = {

@@ -16,7 +16,7 @@ from ananta.bridges import (
 )
 from ananta.config import parse_yaml_text
 from ananta.controller.compile_host import (
-    SNAT_WAIT_METER,
+    SNAT_WAIT_METER_BASE,
     T_SNAT_OUT,
     compile_host_int,
     compile_host_phy,
@@ -303,7 +303,7 @@ def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints()
     services = demo_services()
     limited = services.vips[0].model_copy(update={"rate_limit_pps": 2000})
     programs = desired_programs(Services(vips=[limited]), default_inventory())
-    meters = [m for p in programs.values() for m in p.meters if m != SNAT_WAIT_METER]
+    meters = [m for p in programs.values() for m in p.meters]  # (no SNAT blocks: Muxes' only)
     assert len(meters) == 2 and {(m.rate_pps, m.burst) for m in meters} == {(2000, 200)}
     assert len({m.meter_id for m in meters}) == 1  # the same id on every Mux
     phy, int_ = Switch(compile_mux_phy(Services(vips=[limited]))), Switch(
@@ -312,7 +312,7 @@ def test_a_rate_limited_vip_has_a_meter_on_every_mux_in_front_of_its_endpoints()
     assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][0] == INT_GRE_OFPORT
     assert int_.metered == {meters[0].meter_id: 1}
     unlimited = desired_programs(services, default_inventory())
-    assert not any(m != SNAT_WAIT_METER for p in unlimited.values() for m in p.meters)
+    assert not any(p.meters for p in unlimited.values())
 
 
 def test_a_new_connection_reusing_a_5_tuple_does_not_follow_a_stale_entry() -> None:
@@ -332,9 +332,21 @@ def test_a_new_connection_reusing_a_5_tuple_does_not_follow_a_stale_entry() -> N
     assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != old
 
 
-def test_a_vm_packet_that_finds_no_snat_port_goes_to_the_manager_through_a_meter() -> None:
+def test_a_vm_packet_that_finds_no_snat_port_goes_to_the_manager_through_its_own_meter(
+        ) -> None:
+    from ananta.controller.snat import SnatBlock
+
     host = default_inventory().hosts[0]
-    program = compile_host_int(demo_services(), host)
-    (wait,) = [f for f in program.flows if f.table == T_SNAT_OUT and f.priority == 0]
-    assert wait.actions == (MeterAction(SNAT_WAIT_METER.meter_id), Output(PORT_CONTROLLER))
-    assert SNAT_WAIT_METER in program.meters
+    snat = {vm.address: (SnatBlock(VIP, 4096 + 256 * i, 256, vm.address),)
+            for i, vm in enumerate(host.vms)}
+    program = compile_host_int(demo_services(), host, snat)
+    waits = sorted((f for f in program.flows if f.table == T_SNAT_OUT
+                    and Output(PORT_CONTROLLER) in f.actions), key=lambda f: f.match)
+    assert [dict(f.match)["in_port"] for f in waits] == sorted(vm.ofport for vm in host.vms)
+    meter_ids = {m.meter_id for m in program.meters}
+    for f, vm in zip(waits, sorted(host.vms, key=lambda v: v.ofport), strict=True):
+        assert f.actions == (MeterAction(SNAT_WAIT_METER_BASE + vm.ofport),
+                             Output(PORT_CONTROLLER))
+        assert SNAT_WAIT_METER_BASE + vm.ofport in meter_ids  # one meter per VM
+    (default,) = [f for f in program.flows if f.table == T_SNAT_OUT and f.priority == 0]
+    assert default.actions == ()  # anything else (not from a VM with blocks) is dropped
