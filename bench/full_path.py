@@ -134,14 +134,16 @@ def cpu_per_gb(plan: lab.LabPlan, target: str, port: int, tier: list[int], megab
                rounds: int) -> tuple[list[float], list[float]]:
     """CPU seconds per GB downloaded, of the tier's processes and of the host's OVS."""
     host_ovs = pid_of(HOST, "ovs-vswitchd")
+
+    def tier_cpu() -> float:
+        return sum(cpu_seconds(p) for p in tier)
+
     tier_runs, host_runs = [], []
     for _ in range(rounds):
-        before = [cpu_seconds(p) for p in tier], cpu_seconds(host_ovs)
-        got = iperf(plan, target, port, "-R", "-n", f"{megabytes}M")
-        gigabytes = got["bytes"] / 1e9
-        tier_runs.append(sum(cpu_seconds(p) for p in tier) - sum(before[0]))
-        tier_runs[-1] /= gigabytes
-        host_runs.append((cpu_seconds(host_ovs) - before[1]) / gigabytes)
+        tier_before, host_before = tier_cpu(), cpu_seconds(host_ovs)
+        gigabytes = iperf(plan, target, port, "-R", "-n", f"{megabytes}M")["bytes"] / 1e9
+        tier_runs.append((tier_cpu() - tier_before) / gigabytes)
+        host_runs.append((cpu_seconds(host_ovs) - host_before) / gigabytes)
     return tier_runs, host_runs
 
 
