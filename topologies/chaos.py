@@ -60,6 +60,11 @@ def kill_daemon(node: str, name: str, sig: int = signal.SIGKILL) -> None:
         os.kill(pid, sig)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
+        # a daemon an earlier scenario restarted is this process's child: reap it, or it
+        # stays a zombie that still answers kill(pid, 0)
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -360,8 +365,16 @@ def _ledger_once(plan: LabPlan, action: str, prefix: str) -> Any:
 
 
 def wait_ready(timeout: float = 120) -> None:
+    """Until a Manager cluster answers with a leader, then until the lab serves what it holds.
+
+    The cluster comes first: after every Manager was restarted, no replica answers for the
+    seconds their processes take to start, and asking for the VIPs then would fail at once.
+    """
+    deadline = time.monotonic() + timeout
+    plan, _ = lab.load_plan(with_services=False)
+    lab.wait_cluster(plan, timeout)
     plan, services = lab.load_plan()
-    lab.wait_ready(plan, services, timeout)
+    lab.wait_ready(plan, services, max(1.0, deadline - time.monotonic()))
 
 
 def run(name: str, say: Callable[[str], None] = print,

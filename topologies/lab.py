@@ -54,13 +54,17 @@ def is_up() -> bool:
     return os.path.exists(os.path.join(RUN_DIR, STATE_FILE)) and bool(lab_namespaces())
 
 
-def load_plan() -> tuple[LabPlan, Services]:
-    """The running lab's plan, and the VIPs its Manager cluster holds now."""
+def load_plan(with_services: bool = True) -> tuple[LabPlan, Services]:
+    """The running lab's plan, and the VIPs its Manager cluster holds now.
+
+    With `with_services=False` the cluster is not asked (it may be down), and the services
+    returned are empty.
+    """
     path = os.path.join(RUN_DIR, STATE_FILE)
     with open(path, encoding="utf-8") as fh:
         state = json.load(fh)
     plan = build_plan(LabSpec.model_validate(state["spec"]))
-    return plan, cluster_services(plan)
+    return plan, cluster_services(plan) if with_services else Services()
 
 
 def api(plan: LabPlan, *args: str, token_file: str | None = None,
