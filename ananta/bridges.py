@@ -23,6 +23,9 @@ INT_GRE_OFPORT = 1
 INT_PATCH_OFPORT = 2
 PATCH_INT_TO_PHY = "patch-phy"  # lives on br-int
 GRE_PORT = "gre0"
+# A Mux's fragment port: an internal port the Mux agent reads and writes (mux/fragments.py)
+INT_FRAG_OFPORT = 3
+FRAG_PORT = "frag0"
 FIRST_VM_OFPORT = 10
 
 # The virtual gateway MAC that br-int answers ARP with for every VM subnet gateway.

@@ -113,6 +113,7 @@ class BridgeSpec:
 
 def bridge_specs(node: NodeConfig, vms: Sequence[VmPort] = (), int_hwaddr: str | None = None,
                  int_flow_tables: dict[int, dict[str, Any]] | None = None,
+                 int_extra_ports: Sequence[InterfaceSpec] = (),
                  ) -> tuple[BridgeSpec, BridgeSpec]:
     """br-phy (uplink, patch to br-int, the underlay MTU) and br-int (patch, GRE, VM ports),
     userspace datapath, every Manager as controller; applied in one OVSDB transaction
@@ -139,6 +140,7 @@ def bridge_specs(node: NodeConfig, vms: Sequence[VmPort] = (), int_hwaddr: str |
         InterfaceSpec(GRE_PORT, {"type": "gre", "options": {"remote_ip": "flow", "key": "flow"},
                                  "ofport_request": INT_GRE_OFPORT}),
         *(InterfaceSpec(vm.interface, {"ofport_request": vm.ofport}) for vm in vms),
+        *int_extra_ports,
     ), flow_tables=dict(int_flow_tables or {}))
     return phy, int_
 

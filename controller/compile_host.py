@@ -31,6 +31,7 @@ from ananta.controller.flows import (
     CT_TRK,
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
+    IP_FRAG_YES,
     IP_PROTO,
     PORT_CONTROLLER,
     PORT_IN_PORT,
@@ -61,6 +62,8 @@ PRIO_PROBE = 250
 PRIO_VM = 200
 PRIO_SNAT = 150
 T_CLASSIFY, T_REPLY, T_PROBE_REPLY, T_SNAT, T_SNAT_RETURN, T_SNAT_OUT = 0, 1, 2, 3, 4, 5
+T_FRAGMENT_IN, T_FRAGMENT_OUT = 6, 7
+PRIO_FRAGMENT = 350
 PROBE_ZONE = 1  # conntrack zone of the host agent's probes (VM zones are their ofports, >= 10)
 # A VM's packet that found no free SNAT port goes to the Manager's leader, which holds it until
 # one more block is programmed here (controller/snat_hold.py), through a meter of the VM's own:
@@ -178,6 +181,52 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
     return flows
 
 
+def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
+                   snat_vip: str | None) -> set[Flow]:
+    """IP fragments to and from a VM. A later fragment has no ports, so no flow that matches
+    ports can NAT it; conntrack can, as it reassembles the datagram and copies what it did
+    to every fragment. So every fragment takes one flow per VIP and DIP, no ports:
+    conntrack looks the datagram up (an existing connection's NAT applies), then table 6
+    delivers a known connection's fragments; a new one is committed and DNATed there when
+    the VIP's protocol has one backend port on this DIP (with more, a new connection whose
+    first datagram is fragmented cannot be told apart, and is dropped). From the VM, table 7
+    sends replies out like DSR and hands the VM's own connections to its SNAT table.
+
+    `inbound`: VIP -> protocol number -> the VM's backend ports for it."""
+    zone, owner = conntrack_zone(vm), f"fragment:{vm.address}"
+    vips = set(inbound) | ({snat_vip} if snat_vip else set())
+    flows = {
+        Flow(T_CLASSIFY, PRIO_FRAGMENT,
+             match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(vm.address), eth_type=ETH_TYPE_IP,
+                   ipv4_dst=vip, ip_frag=IP_FRAG_YES),
+             (Ct(zone=zone, table=T_FRAGMENT_IN, nat=Nat()),), FlowKind.FRAGMENT, owner)
+        for vip in vips
+    }
+    deliver = (SetField("eth_src", GATEWAY_MAC), SetField("eth_dst", vm.mac), Output(vm.ofport))
+    flows.add(Flow(T_FRAGMENT_IN, PRIO_VM,
+                   match(eth_type=ETH_TYPE_IP, ipv4_dst=vm.address,
+                         ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_INV)),
+                   deliver, FlowKind.FRAGMENT, owner))
+    for vip, by_proto in inbound.items():
+        for proto, ports in by_proto.items():
+            if len(ports) != 1:
+                continue
+            flows.add(Flow(T_FRAGMENT_IN, PRIO_VM,
+                           match(tunnel_id=ip_int(vm.address), eth_type=ETH_TYPE_IP,
+                                 ip_proto=proto, ipv4_dst=vip,
+                                 ct_state=(CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_INV)),
+                           (Ct(zone=zone, commit=True, nat=Nat(vm.address, min(ports))),
+                            *deliver), FlowKind.FRAGMENT, owner))
+    flows.add(Flow(T_CLASSIFY, PRIO_FRAGMENT,
+                   match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ipv4_src=vm.address,
+                         ip_frag=IP_FRAG_YES),
+                   (Ct(zone=zone, table=T_FRAGMENT_OUT, nat=Nat()),), FlowKind.FRAGMENT, owner))
+    if snat_vip:
+        flows.add(Flow(T_FRAGMENT_OUT, PRIO_SNAT, match(in_port=vm.ofport),
+                       (Resubmit(T_SNAT),), FlowKind.FRAGMENT, owner))
+    return flows
+
+
 def compile_host_int(services: Services, host: HostNode,
                      snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
     """`snat`: each DIP's SNAT port blocks (snat.py)."""
@@ -197,6 +246,12 @@ def compile_host_int(services: Services, host: HostNode,
         Flow(T_SNAT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_SNAT_RETURN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_SNAT_OUT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-snat-port"),
+        Flow(T_FRAGMENT_IN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_FRAGMENT_OUT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_FRAGMENT_OUT, PRIO_VM,
+             match(ct_state=(CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL | CT_INV),
+                   eth_type=ETH_TYPE_IP),
+             (Output(INT_PATCH_OFPORT),), FlowKind.FRAGMENT, "dsr"),
     }
     meters = set()
     for vm in host.vms:
@@ -207,6 +262,7 @@ def compile_host_int(services: Services, host: HostNode,
     flows |= {arp_responder(vm) for vm in host.vms}
     for vm in host.vms:
         flows |= probe_flows(vm)
+    inbound: dict[str, dict[str, dict[int, set[int]]]] = {}  # DIP -> VIP -> proto -> ports
     for vip in services.vips:
         for ep in vip.endpoints:
             proto = IP_PROTO[ep.protocol]
@@ -214,6 +270,8 @@ def compile_host_int(services: Services, host: HostNode,
                 vm = vms.get(be.address)
                 if vm is None or be.state == "inactive":
                     continue
+                inbound.setdefault(vm.address, {}).setdefault(vip.address, {}).setdefault(
+                    proto, set()).add(be.port)
                 zone = conntrack_zone(vm)
                 flows.add(Flow(
                     0, PRIO_SERVICE,
@@ -234,6 +292,9 @@ def compile_host_int(services: Services, host: HostNode,
                           ipv4_src=be.address, **{f"{ep.protocol}_src": be.port}),
                     (Ct(zone=zone, table=1, nat=Nat()),),
                     FlowKind.REPLY, f"{be.address}:{ep.protocol}:{be.port}"))
+    for vm in host.vms:
+        blocks = (snat or {}).get(vm.address)
+        flows |= fragment_flows(vm, inbound.get(vm.address, {}), blocks[0].vip if blocks else None)
     program = SwitchProgram(frozenset(flows), meters=frozenset(meters))
     check_flows("host", "int", program.flows)
     return program

@@ -20,9 +20,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from ananta.bridges import INT_GRE_OFPORT, INT_PATCH_OFPORT, PHY_PATCH_OFPORT, PHY_UPLINK_OFPORT
+from ananta.bridges import (
+    INT_FRAG_OFPORT,
+    INT_GRE_OFPORT,
+    INT_PATCH_OFPORT,
+    PHY_PATCH_OFPORT,
+    PHY_UPLINK_OFPORT,
+)
 from ananta.controller.flows import (
     ETH_TYPE_IP,
+    IP_FRAG_FIRST,
+    IP_FRAG_LATER,
+    IP_FRAG_YES,
     IP_PROTO,
     PORT_NORMAL,
     Bucket,
@@ -34,6 +43,7 @@ from ananta.controller.flows import (
     LearnLoad,
     Meter,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
@@ -65,7 +75,23 @@ PRIO_TRUSTED = 110
 PRIO_UNTRUSTED = 100
 PRIO_DEFAULT = 0
 
-T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD = 0, 1, 2, 3, 4
+T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD, T_EGRESS = 0, 1, 2, 3, 4, 5
+PRIO_FRAGMENT = 400
+# Fragments. A later fragment has no ports, so neither the connection table nor the hash can
+# place it; OVS's conntrack reassembles, but gives later fragments no ports either. So every
+# fragment to a VIP goes to the Mux agent (mux/fragments.py) through the fragment port. The
+# agent sends a datagram's first fragment back in, where it takes the pipeline as its
+# 5-tuple (reg4 = 1 marks it); table 5 sends it out and echoes it to the agent with its
+# tunnel fields in its MACs (eth_dst: 02:a8 + tun_id, eth_src: 02:a8 + tun_dst). The agent
+# then sends that datagram's later fragments (held until then) back in with those MACs, and
+# one flow tunnels them the same way: every fragment reaches the DIP an unfragmented packet
+# of the 5-tuple would, entries and draining included.
+FROM_AGENT_REG = "reg4"
+STEERED_MAC = "02:a7:00:00:00:00"  # eth_dst of a fragment sent to the agent
+ROUTE_MAC = "02:a8:00:00:00:00"  # prefix (16 bits) of the MACs carrying tunnel fields
+ROUTE_MAC_MASK = "ff:ff:00:00:00:00"
+FRAGMENT_METER_ID = 200_001  # above every VIP meter id (MAX_METER_ID)
+FRAGMENT_PPS, FRAGMENT_BURST = 10_000, 1_000
 # Connection entries (table 1). A TCP SYN is always hashed (table 4 sends it to the select
 # group whatever entry it found), and learns nothing unless it found an entry: half-open
 # connections hold no state, so a SYN flood, spoofed or not, costs the Mux no flow_mod (each
@@ -198,7 +224,7 @@ def connection_flows(protocol: str, dip: str) -> set[Flow]:
     """Tables 3 and 4 for one protocol and DIP: pin a new connection (untrusted); forward a
     known one, confirming it (trusted) on its first packet that is not a SYN."""
     ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol], "tunnel_id": ip_int(dip)}
-    out = Output(INT_GRE_OFPORT)
+    out = Resubmit(T_EGRESS)
     confirm = match(**ip, **{TRUST_REG: UNTRUSTED},
                     **({"tcp_flags": (0, TCP_SYN)} if protocol == "tcp" else {}))
     flows = {
@@ -239,7 +265,7 @@ def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> set[Flow]:
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_proto=proto,
                       ipv4_dst=b.vip, **{f"{protocol}_dst": (b.start, b.mask)}),
                 (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(b.dip)),
-                 Output(INT_GRE_OFPORT)),
+                 Resubmit(T_EGRESS)),
                 FlowKind.SNAT_RETURN, f"snat:{b.dip}"))
     return flows
 
@@ -256,14 +282,14 @@ def compile_mux_int(services: Services, inv: Inventory,
         Flow(T_PIN, PRIO_HALF_OPEN,
              match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
                    tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
-             (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT, "syn-learns-nothing"),
+             (Resubmit(T_EGRESS),), FlowKind.DEFAULT, "syn-learns-nothing"),
         Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),
              FlowKind.DEFAULT, "new-connection"),
         Flow(T_FORWARD, PRIO_NEW_SYN,
              match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
                    tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
              (Resubmit(T_SELECT),), FlowKind.DEFAULT, "syn-is-new"),
-        Flow(T_FORWARD, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
+        Flow(T_FORWARD, PRIO_DEFAULT, match(), (Resubmit(T_EGRESS),), FlowKind.DEFAULT,
              "known-connection"),
     }
     groups = set()
@@ -302,6 +328,35 @@ def compile_mux_int(services: Services, inv: Inventory,
     for dip, blocks in sorted((snat or {}).items()):
         if dip in host_of:
             flows |= snat_return_flows(blocks, host_of[dip])
+    flows |= fragment_flows()
+    meters.add(Meter(FRAGMENT_METER_ID, FRAGMENT_PPS, FRAGMENT_BURST))
     program = SwitchProgram(frozenset(flows), frozenset(groups), frozenset(meters))
     check_flows("mux", "int", program.flows)
     return program
+
+
+def fragment_flows() -> set[Flow]:
+    """Fragments through the Mux agent and back (see FROM_AGENT_REG above)."""
+    return {
+        Flow(T_CLASSIFY, PRIO_FRAGMENT,
+             match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_YES,
+                   **{FROM_AGENT_REG: 0}),
+             (MeterAction(FRAGMENT_METER_ID), SetField("eth_dst", STEERED_MAC),
+              Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "to-agent"),
+        Flow(T_CLASSIFY, PRIO_FRAGMENT,
+             match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_FIRST),
+             (SetField(FROM_AGENT_REG, 1), Resubmit(T_CLASSIFY, in_port=INT_PATCH_OFPORT)),
+             FlowKind.FRAGMENT, "first"),
+        Flow(T_CLASSIFY, PRIO_FRAGMENT,
+             match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_LATER,
+                   eth_dst=(ROUTE_MAC, ROUTE_MAC_MASK)),
+             (Move("eth_dst", "tunnel_id", 32), Move("eth_src", "tun_ipv4_dst", 32),
+              Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, "later"),
+        Flow(T_EGRESS, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
+             "out"),
+        Flow(T_EGRESS, PRIO_FRAGMENT, match(**{FROM_AGENT_REG: 1}),
+             (Output(INT_GRE_OFPORT),
+              SetField("eth_dst", ROUTE_MAC), Move("tunnel_id", "eth_dst", 32),
+              SetField("eth_src", ROUTE_MAC), Move("tun_ipv4_dst", "eth_src", 32),
+              Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "echo"),
+    }

@@ -34,6 +34,12 @@ ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
 IP_PROTO = {"tcp": 6, "udp": 17}
 
+# ip_frag (OVS's nw_frag) as (value, mask): any fragment, the first one, a later one.
+FRAG_ANY, FRAG_LATER = 0x1, 0x2
+IP_FRAG_YES = (FRAG_ANY, FRAG_ANY)
+IP_FRAG_FIRST = (FRAG_ANY, FRAG_ANY | FRAG_LATER)
+IP_FRAG_LATER = (FRAG_LATER, FRAG_LATER)
+
 # Conntrack state bits as OVS defines them for ct_state.
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -51,6 +57,7 @@ class FlowKind(enum.IntEnum):
     CONNECTION = 10  # mux br-int: per-connection entries pinning a connection to its DIP
     SNAT = 11  # host br-int: a DIP's outbound connections leave as VIP:port of its blocks
     SNAT_RETURN = 12  # mux br-int: return traffic to a SNAT block goes to the DIP's host
+    FRAGMENT = 13  # IP fragments: through the Mux agent (mux); NAT via reassembly (host)
 
 
 Match = tuple[tuple[str, Any], ...]
@@ -99,6 +106,16 @@ class Ct:
 @dataclass(frozen=True)
 class Resubmit:
     table: int
+    in_port: int | None = None  # look up as if the packet had come in on this port
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy `n_bits` bits of field `src` (from bit 0) into field `dst` (from bit 0)."""
+
+    src: str
+    dst: str
+    n_bits: int
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,7 @@ class MeterAction:
     meter_id: int
 
 
-Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
+Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction | Move
 
 
 def learned_cookie(kind: FlowKind, tag: int = 0) -> int:

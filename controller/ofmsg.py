@@ -25,6 +25,7 @@ from ananta.controller.flows import (
     Learn,
     Meter,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
@@ -80,7 +81,11 @@ def _action(action: Action) -> list[Any]:
         return [parser.OFPActionMeter(action.meter_id)]
     if isinstance(action, Resubmit):
         # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
-        return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
+        return [parser.NXActionResubmitTable(
+            in_port=0xFFF8 if action.in_port is None else action.in_port, table_id=action.table)]
+    if isinstance(action, Move):
+        return [parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                       n_bits=action.n_bits, src_ofs=0, dst_ofs=0)]
     if isinstance(action, Ct):
         nat_actions = []
         if action.nat is not None:

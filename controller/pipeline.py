@@ -29,9 +29,11 @@ MUX_PHY = (
        "VIP packets from the uplink go to br-int; all else (BGP, ARP, tunnel egress) NORMAL"),
 )
 MUX_INT = (
-    _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst",
+    _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst ip_frag eth_dst reg4",
        "a VIP endpoint's packets look up their connection (table 1), then go on to table 4; "
-       "a VIP port with no endpoint is dropped and counted"),
+       "a VIP port with no endpoint is dropped and counted; IP fragments go to the Mux "
+       "agent's fragment port, which sends a datagram's first fragment back to be placed "
+       "(reg4 = 1) and its later ones with the first's tunnel fields in their MACs"),
     _t(1, "connections", "eth_type ip_proto",
        "learned: one entry per connection (5-tuple) that loads its DIP's tunnel fields and "
        "its trust (reg3: 1 untrusted, 2 trusted); no entry leaves reg3 = 0"),
@@ -45,6 +47,9 @@ MUX_INT = (
     _t(4, "forward", "reg3 eth_type ip_proto tcp_flags tunnel_id",
        "no entry, or a SYN: to table 2; an untrusted entry's first non-SYN packet learns "
        "the trusted entry; then out of the GRE port"),
+    _t(5, "egress", "reg4",
+       "out of the GRE port; a first fragment from the Mux agent (reg4 = 1) is also echoed "
+       "to the agent with its tunnel fields in its MACs"),
 )
 HOST_PHY = (
     _t(0, "ingress", "in_port eth_type",
@@ -55,7 +60,7 @@ HOST_PHY = (
 HOST_INT = (
     _t(0, "classify",
        "in_port tunnel_id eth_type ip_proto ipv4_dst ipv4_src tcp_dst tcp_src udp_dst udp_src "
-       "arp_op arp_spa arp_tpa",
+       "arp_op arp_spa arp_tpa ip_frag",
        "from GRE with key = DIP: conntrack DNAT VIP:port -> DIP:port, deliver to the VM; from a "
        "VM: ARP responder for its gateway, replies through conntrack (reverse NAT) to table 1; "
        "between the host (LOCAL, the VM gateway addresses) and its VMs: health probes"),
@@ -73,6 +78,13 @@ HOST_INT = (
        "a new SNAT connection leaves only if conntrack found it a port (source is the VIP); "
        "otherwise it goes, through the VM's meter, to the Manager's leader, which holds it "
        "until one more block is programmed (never out as DIP:port)"),
+    _t(6, "fragment_in", "ct_state eth_type ipv4_dst tunnel_id ip_proto",
+       "a fragment from GRE, after conntrack reassembled its datagram: a known connection's "
+       "(NATed) is delivered; a new one is committed and DNATed when its VIP and protocol "
+       "have one backend port on the DIP; else dropped"),
+    _t(7, "fragment_out", "ct_state eth_type in_port",
+       "a VM's fragment, after conntrack: a reply leaves like DSR; the VM's own connections "
+       "go to its SNAT table (3)"),
 )
 
 PIPELINES = {

@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_env
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
-from ananta.bridges import BR_PHY
+from ananta.bridges import BR_PHY, FRAG_PORT, INT_FRAG_OFPORT
+from ananta.mux import fragport
 from ananta.mux.config import MuxConfig, connection_table, load_mux_config
-from ananta.node import bridge_specs, kernel_neighbor_mac, ovs_has_tunnel_neighbor
+from ananta.node import InterfaceSpec, bridge_specs, kernel_neighbor_mac, ovs_has_tunnel_neighbor
 from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.mux")
@@ -106,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    specs = bridge_specs(config, int_flow_tables=connection_table(config))
+    frag_port = InterfaceSpec(FRAG_PORT, {"type": "internal", "ofport_request": INT_FRAG_OFPORT,
+                                          "mtu_request": config.uplink.mtu})
+    specs = bridge_specs(config, int_flow_tables=connection_table(config),
+                         int_extra_ports=(frag_port,))
+    if not args.once:
+        fragport.start(threading.Event())
     return keep_converged(config, specs, (), args.once, tend)
 
 

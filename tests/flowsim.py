@@ -25,6 +25,7 @@ from ananta.controller.flows import (
     GroupAction,
     Learn,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
@@ -39,8 +40,15 @@ NORMAL = "NORMAL"
 
 def _matches(flow: Flow, pkt: Packet) -> bool:
     for name, want in flow.match:
-        if name.startswith("reg") or name == "tcp_flags":
+        if name.startswith("reg") or name in ("tcp_flags", "ip_frag"):
             have = pkt.get(name, 0)  # registers start at 0; a packet without flags has 0
+        elif isinstance(want, tuple) and name.startswith("eth_"):
+            if name not in pkt:
+                return False
+            value, mask = (_mac_int(w) for w in want)
+            if _mac_int(pkt[name]) & mask != value & mask:
+                return False
+            continue
         elif name not in pkt:
             return False
         else:
@@ -52,6 +60,24 @@ def _matches(flow: Flow, pkt: Packet) -> bool:
         elif have != want:
             return False
     return True
+
+
+def _mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return _mac_int(value) if name.startswith("eth_") else ip_int(value)
+
+
+def _as_field(name: str, value: int) -> Any:
+    if name.startswith("eth_"):
+        return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+    if "ipv4" in name:
+        return ".".join(str(b) for b in value.to_bytes(4, "big"))
+    return value
 
 
 def _l4(pkt: Packet) -> str:
@@ -148,7 +174,18 @@ class Switch:
                 if bucket is not None:
                     self._actions(bucket.actions, dict(pkt), out, depth)
             elif isinstance(act, Resubmit):  # the same packet: what the table sets stays set
-                self._table(act.table, pkt, out, depth + 1)
+                if act.in_port is None:
+                    self._table(act.table, pkt, out, depth + 1)
+                else:  # looked up (and acted on) as if from that port, then restored
+                    came_in = pkt["in_port"]
+                    pkt["in_port"] = act.in_port
+                    self._table(act.table, pkt, out, depth + 1)
+                    pkt["in_port"] = came_in
+            elif isinstance(act, Move):
+                mask = (1 << act.n_bits) - 1
+                have = _as_int(act.dst, pkt.get(act.dst, 0))
+                bits = _as_int(act.src, pkt.get(act.src, 0)) & mask
+                pkt[act.dst] = _as_field(act.dst, (have & ~mask) | bits)
             elif isinstance(act, Ct):
                 self.conntrack.process(pkt, act)
                 if act.table is not None:

@@ -71,7 +71,8 @@ def test_every_compiled_flow_and_group_encodes() -> None:
             msg.serialize()
             assert msg.cookie == flow.cookie
             count += 1
-    assert count > 20 and meters == 2 + 4  # one per Mux, and each backend VM's SNAT-wait meter
+    # per Mux: the VIP's and the fragment meter; and each backend VM's SNAT-wait meter
+    assert count > 20 and meters == 2 * 2 + 4
 
 
 def test_selection_method_property_is_laid_out_as_ovs_parses_it() -> None:

@@ -26,12 +26,18 @@ class FakeSwitch:
     def __init__(self) -> None:
         self.flows: dict[tuple[int, int, object], InstalledFlow] = {}
         self.groups: dict[int, object] = {}
+        self.meters: dict[int, object] = {}
 
     def installed(self) -> list[InstalledFlow]:
         return list(self.flows.values())
 
     def apply(self, desired: SwitchProgram) -> int:
-        steps = plan(desired, self.installed(), {g: None for g in self.groups})
+        steps = plan(desired, self.installed(), {g: None for g in self.groups},
+                     self.meters)  # type: ignore[arg-type]
+        for m in (*steps.add_meters, *steps.modify_meters):
+            self.meters[m.meter_id] = m
+        for mid in steps.delete_meters:
+            del self.meters[mid]
         for g in (*steps.add_groups, *steps.modify_groups):
             self.groups[g.group_id] = g
         for f in steps.add_flows:
@@ -52,7 +58,8 @@ def test_plan_then_replan_is_empty_and_matches_desired() -> None:
     sw = FakeSwitch()
     assert sw.apply(desired) > 0
     assert {f.cookie for f in sw.installed()} == desired.cookies
-    steps = plan(desired, sw.installed(), {g: g_obj for g, g_obj in sw.groups.items()})  # type: ignore[misc]
+    steps = plan(desired, sw.installed(), {g: g_obj for g, g_obj in sw.groups.items()},  # type: ignore[misc]
+                 sw.meters)  # type: ignore[arg-type]
     assert steps.empty
 
 
