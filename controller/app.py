@@ -363,6 +363,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             return
         session.flows, session.groups, session.meters = [], {}, {}
         session.pending = {"flows", "groups", "meters"}
+        dp.send_msg(ofmsg.set_config(dp))  # a (re)connected switch: its fragment mode
         session.audited_at = session.started
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))

@@ -43,7 +43,6 @@ from ananta.controller.flows import (
     LearnLoad,
     Meter,
     MeterAction,
-    Move,
     Output,
     Resubmit,
     SetField,
@@ -82,14 +81,13 @@ PRIO_FRAGMENT = 400
 # fragment to a VIP goes to the Mux agent (mux/fragments.py) through the fragment port. The
 # agent sends a datagram's first fragment back in, where it takes the pipeline as its
 # 5-tuple (reg4 = 1 marks it); table 5 sends it out and echoes it to the agent with its
-# tunnel fields in its MACs (eth_dst: 02:a8 + tun_id, eth_src: 02:a8 + tun_dst). The agent
-# then sends that datagram's later fragments (held until then) back in with those MACs, and
-# one flow tunnels them the same way: every fragment reaches the DIP an unfragmented packet
+# DIP in its eth_dst (02:a8 + the DIP's address; eth_src 02:a8:0:0:0:0). The agent then
+# sends that datagram's later fragments (held until then) back in with that eth_dst, and
+# the DIP's flow tunnels them the same way: every fragment reaches the DIP an unfragmented packet
 # of the 5-tuple would, entries and draining included.
 FROM_AGENT_REG = "reg4"
 STEERED_MAC = "02:a7:00:00:00:00"  # eth_dst of a fragment sent to the agent
-ROUTE_MAC = "02:a8:00:00:00:00"  # prefix (16 bits) of the MACs carrying tunnel fields
-ROUTE_MAC_MASK = "ff:ff:00:00:00:00"
+ROUTE_MAC = "02:a8:00:00:00:00"  # prefix (16 bits) of the MACs carrying a DIP
 FRAGMENT_METER_ID = 200_001  # above every VIP meter id (MAX_METER_ID)
 FRAGMENT_PPS, FRAGMENT_BURST = 10_000, 1_000
 # Connection entries (table 1). A TCP SYN is always hashed (table 4 sends it to the select
@@ -328,16 +326,23 @@ def compile_mux_int(services: Services, inv: Inventory,
     for dip, blocks in sorted((snat or {}).items()):
         if dip in host_of:
             flows |= snat_return_flows(blocks, host_of[dip])
-    flows |= fragment_flows()
+    flows |= fragment_flows({dip: host_of[dip] for dip in dips | set(snat or {})
+                             if dip in host_of})
     meters.add(Meter(FRAGMENT_METER_ID, FRAGMENT_PPS, FRAGMENT_BURST))
     program = SwitchProgram(frozenset(flows), frozenset(groups), frozenset(meters))
     check_flows("mux", "int", program.flows)
     return program
 
 
-def fragment_flows() -> set[Flow]:
-    """Fragments through the Mux agent and back (see FROM_AGENT_REG above)."""
-    return {
+def route_mac(dip: str) -> str:
+    """The MAC that carries a DIP between br-int and the Mux agent: 02:a8 + its address."""
+    return ROUTE_MAC[:6] + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(dip).packed)
+
+
+def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
+    """Fragments through the Mux agent and back (see FROM_AGENT_REG above), for the DIPs in
+    `host_of` (DIP -> its host's underlay address)."""
+    flows = {
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_YES,
                    **{FROM_AGENT_REG: 0}),
@@ -345,18 +350,23 @@ def fragment_flows() -> set[Flow]:
               Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "to-agent"),
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_FIRST),
-             (SetField(FROM_AGENT_REG, 1), Resubmit(T_CLASSIFY, in_port=INT_PATCH_OFPORT)),
+             # as if from the patch port; which also lets the echo out of the port it came in
+             (SetField(FROM_AGENT_REG, 1), SetField("in_port", INT_PATCH_OFPORT),
+              Resubmit(T_CLASSIFY)),
              FlowKind.FRAGMENT, "first"),
-        Flow(T_CLASSIFY, PRIO_FRAGMENT,
-             match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_LATER,
-                   eth_dst=(ROUTE_MAC, ROUTE_MAC_MASK)),
-             (Move("eth_dst", "tunnel_id", 32), Move("eth_src", "tun_ipv4_dst", 32),
-              Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, "later"),
         Flow(T_EGRESS, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "out"),
-        Flow(T_EGRESS, PRIO_FRAGMENT, match(**{FROM_AGENT_REG: 1}),
-             (Output(INT_GRE_OFPORT),
-              SetField("eth_dst", ROUTE_MAC), Move("tunnel_id", "eth_dst", 32),
-              SetField("eth_src", ROUTE_MAC), Move("tun_ipv4_dst", "eth_src", 32),
-              Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "echo"),
     }
+    for dip, host in host_of.items():
+        flows.add(Flow(
+            T_EGRESS, PRIO_FRAGMENT, match(tunnel_id=ip_int(dip), **{FROM_AGENT_REG: 1}),
+            (Output(INT_GRE_OFPORT), SetField("eth_dst", route_mac(dip)),
+             SetField("eth_src", ROUTE_MAC), Output(INT_FRAG_OFPORT)),
+            FlowKind.FRAGMENT, f"echo:{dip}"))
+        flows.add(Flow(
+            T_CLASSIFY, PRIO_FRAGMENT,
+            match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_LATER,
+                  eth_dst=route_mac(dip)),
+            (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)),
+             Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, f"later:{dip}"))
+    return flows

@@ -106,16 +106,6 @@ class Ct:
 @dataclass(frozen=True)
 class Resubmit:
     table: int
-    in_port: int | None = None  # look up as if the packet had come in on this port
-
-
-@dataclass(frozen=True)
-class Move:
-    """Copy `n_bits` bits of field `src` (from bit 0) into field `dst` (from bit 0)."""
-
-    src: str
-    dst: str
-    n_bits: int
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,7 @@ class MeterAction:
     meter_id: int
 
 
-Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction | Move
+Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
 
 
 def learned_cookie(kind: FlowKind, tag: int = 0) -> int:

@@ -21,9 +21,9 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Any, Annotated, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from ananta.config import ConfigError, JsonInteger, StrictModel, join_path
 
@@ -122,7 +122,15 @@ class Endpoint(StrictModel):
     protocol: Protocol
     port: Port
     backends: Annotated[list[Backend], Field(min_length=1, max_length=MAX_BACKENDS_PER_ENDPOINT)]
+    # default: a TCP connect for TCP, none for UDP (a TCP probe of a UDP port always fails)
     health_check: HealthCheck = HealthCheck()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _udp_is_not_probed_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "udp" and "health_check" not in data:
+            return {**data, "health_check": {"type": "none"}}
+        return data
 
 
 MAX_RATE_LIMIT_PPS = 10_000_000

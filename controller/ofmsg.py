@@ -25,7 +25,6 @@ from ananta.controller.flows import (
     Learn,
     Meter,
     MeterAction,
-    Move,
     Output,
     Resubmit,
     SetField,
@@ -74,18 +73,16 @@ def _action(action: Action) -> list[Any]:
     if isinstance(action, Output):
         return [parser.OFPActionOutput(action.port, ofp.OFPCML_NO_BUFFER)]
     if isinstance(action, SetField):
-        return [parser.OFPActionSetField(**{action.field: action.value})]
+        # OVS refuses set_field on OXM in_port (OFPBAC_BAD_SET_ARGUMENT); its NXM form works
+        name = "in_port_nxm" if action.field == "in_port" else action.field
+        return [parser.OFPActionSetField(**{name: action.value})]
     if isinstance(action, GroupAction):
         return [parser.OFPActionGroup(action.group_id)]
     if isinstance(action, MeterAction):
         return [parser.OFPActionMeter(action.meter_id)]
     if isinstance(action, Resubmit):
         # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
-        return [parser.NXActionResubmitTable(
-            in_port=0xFFF8 if action.in_port is None else action.in_port, table_id=action.table)]
-    if isinstance(action, Move):
-        return [parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
-                                       n_bits=action.n_bits, src_ofs=0, dst_ofs=0)]
+        return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
     if isinstance(action, Ct):
         nat_actions = []
         if action.nat is not None:
@@ -131,6 +128,20 @@ def _action(action: Action) -> list[Any]:
     raise TypeError(f"unknown action {action!r}")
 
 
+# Nicira fields whose prerequisites OVS checks against the fields before them in the match
+# (os-ken sorts Nicira fields ahead of the OpenFlow basic ones such as eth_type).
+_AFTER_PREREQUISITES = ("ip_frag",)
+
+
+def of_match(fields: tuple[tuple[str, Any], ...]) -> Any:
+    """An OpenFlow match in os-ken's order, with fields like ip_frag moved after eth_type."""
+    ordered = parser.OFPMatch(**dict(fields))._fields2
+    if not any(name in _AFTER_PREREQUISITES for name, _ in ordered):
+        return parser.OFPMatch(**dict(fields))
+    late = [f for f in ordered if f[0] in _AFTER_PREREQUISITES]
+    return parser.OFPMatch(_ordered_fields=[f for f in ordered if f not in late] + late)
+
+
 def actions(acts: tuple[Action, ...]) -> list[Any]:
     return [a for act in acts for a in _action(act)]
 
@@ -140,7 +151,7 @@ def flow_add(datapath: Any, flow: Flow) -> Any:
         datapath, cookie=flow.cookie, table_id=flow.table, command=ofp.OFPFC_ADD,
         idle_timeout=flow.idle_timeout, hard_timeout=flow.hard_timeout,
         priority=flow.priority, flags=0,
-        match=parser.OFPMatch(**dict(flow.match)),
+        match=of_match(flow.match),
         instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions(flow.actions))]
         if flow.actions else [])
 
@@ -159,7 +170,7 @@ def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, ma
     """Delete exactly one installed flow: its match and cookie. The match is either what the
     switch reported (an os-ken OFPMatch) or, for a flow we installed, our own match tuple."""
     if isinstance(match, tuple):
-        match = parser.OFPMatch(**dict(match))
+        match = of_match(match)
     return parser.OFPFlowMod(
         datapath, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=table,
         command=ofp.OFPFC_DELETE_STRICT, priority=priority,
@@ -216,6 +227,16 @@ def meter_delete(datapath: Any, meter_id: int) -> Any:
 def group_delete(datapath: Any, group_id: int) -> Any:
     return parser.OFPGroupMod(datapath, command=ofp.OFPGC_DELETE, type_=ofp.OFPGT_SELECT,
                               group_id=group_id)
+
+
+# OVS's fragment handling "nx-match": a first fragment's ports can be matched (the default,
+# "normal", zeroes them), so the Mux places a first fragment by its 5-tuple.
+OFPC_FRAG_NX_MATCH = 3
+MISS_SEND_LEN = 128
+
+
+def set_config(datapath: Any) -> Any:
+    return parser.OFPSetConfig(datapath, OFPC_FRAG_NX_MATCH, MISS_SEND_LEN)
 
 
 def packet_out_to_table(datapath: Any, in_port: int, data: bytes) -> Any:

@@ -33,7 +33,7 @@ MUX_INT = (
        "a VIP endpoint's packets look up their connection (table 1), then go on to table 4; "
        "a VIP port with no endpoint is dropped and counted; IP fragments go to the Mux "
        "agent's fragment port, which sends a datagram's first fragment back to be placed "
-       "(reg4 = 1) and its later ones with the first's tunnel fields in their MACs"),
+       "(reg4 = 1) and its later ones with the first's DIP in their eth_dst (02:a8 + DIP)"),
     _t(1, "connections", "eth_type ip_proto",
        "learned: one entry per connection (5-tuple) that loads its DIP's tunnel fields and "
        "its trust (reg3: 1 untrusted, 2 trusted); no entry leaves reg3 = 0"),
@@ -47,9 +47,9 @@ MUX_INT = (
     _t(4, "forward", "reg3 eth_type ip_proto tcp_flags tunnel_id",
        "no entry, or a SYN: to table 2; an untrusted entry's first non-SYN packet learns "
        "the trusted entry; then out of the GRE port"),
-    _t(5, "egress", "reg4",
+    _t(5, "egress", "reg4 tunnel_id",
        "out of the GRE port; a first fragment from the Mux agent (reg4 = 1) is also echoed "
-       "to the agent with its tunnel fields in its MACs"),
+       "to the agent with its DIP in its eth_dst"),
 )
 HOST_PHY = (
     _t(0, "ingress", "in_port eth_type",

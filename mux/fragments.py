@@ -6,10 +6,10 @@ and hashes apart from its first fragment. br-int therefore sends every fragment 
 out of the fragment port (eth_dst STEERED_MAC), and this agent:
   - sends a first fragment straight back: it takes br-int's pipeline as its 5-tuple (its
     connection entry, or the hash) and leaves for its DIP, and br-int echoes it here with
-    the tunnel fields it left with in its MACs (eth_dst 02:a8 + tunnel id, eth_src 02:a8 +
-    tunnel destination; controller/compile_mux.py);
+    that DIP in its eth_dst (02:a8 + the DIP's address; eth_src 02:a8:0:0:0:0;
+    controller/compile_mux.py);
   - holds the datagram's later fragments until that echo, then sends them back with those
-    MACs, which one br-int flow turns into the same tunnel fields.
+    MACs, which the DIP's br-int flow tunnels to it.
 A datagram is known by (source, destination, protocol, IP id) for HOLD_S after its last
 fragment; fragments still held then (the first never came, or was dropped) are dropped.
 Bounded: at most MAX_DATAGRAMS datagrams and MAX_HELD fragments each.

@@ -25,7 +25,6 @@ from ananta.controller.flows import (
     GroupAction,
     Learn,
     MeterAction,
-    Move,
     Output,
     Resubmit,
     SetField,
@@ -64,20 +63,6 @@ def _matches(flow: Flow, pkt: Packet) -> bool:
 
 def _mac_int(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
-
-
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    return _mac_int(value) if name.startswith("eth_") else ip_int(value)
-
-
-def _as_field(name: str, value: int) -> Any:
-    if name.startswith("eth_"):
-        return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
-    if "ipv4" in name:
-        return ".".join(str(b) for b in value.to_bytes(4, "big"))
-    return value
 
 
 def _l4(pkt: Packet) -> str:
@@ -165,6 +150,8 @@ class Switch:
                     port = NORMAL
                 elif port == PORT_IN_PORT:
                     port = pkt["in_port"]
+                elif port == pkt["in_port"]:
+                    continue  # OpenFlow: never out of the port it came in (use IN_PORT)
                 out.append((port, dict(pkt)))
             elif isinstance(act, SetField):
                 pkt[act.field] = act.value
@@ -174,18 +161,7 @@ class Switch:
                 if bucket is not None:
                     self._actions(bucket.actions, dict(pkt), out, depth)
             elif isinstance(act, Resubmit):  # the same packet: what the table sets stays set
-                if act.in_port is None:
-                    self._table(act.table, pkt, out, depth + 1)
-                else:  # looked up (and acted on) as if from that port, then restored
-                    came_in = pkt["in_port"]
-                    pkt["in_port"] = act.in_port
-                    self._table(act.table, pkt, out, depth + 1)
-                    pkt["in_port"] = came_in
-            elif isinstance(act, Move):
-                mask = (1 << act.n_bits) - 1
-                have = _as_int(act.dst, pkt.get(act.dst, 0))
-                bits = _as_int(act.src, pkt.get(act.src, 0)) & mask
-                pkt[act.dst] = _as_field(act.dst, (have & ~mask) | bits)
+                self._table(act.table, pkt, out, depth + 1)
             elif isinstance(act, Ct):
                 self.conntrack.process(pkt, act)
                 if act.table is not None:

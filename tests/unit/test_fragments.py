@@ -29,12 +29,12 @@ def frame(eth_dst: bytes, ident: int, offset: int, more: bool, src: str = CLIENT
     return eth_dst + bytes.fromhex("0a0000000001") + b"\x08\x00" + ip + payload
 
 
-def echo_of(first: bytes, dip: bytes, host: bytes) -> bytes:
-    return b"\x02\xa8" + dip + b"\x02\xa8" + host + first[12:]
+def echo_of(first: bytes, dip: bytes) -> bytes:
+    return b"\x02\xa8" + dip + b"\x02\xa8" + bytes(4) + first[12:]
 
 
 STEERED = bytes.fromhex(STEERED_MAC.replace(":", ""))
-DIP, HOST = bytes([10, 1, 0, 11]), bytes([198, 18, 10, 1])
+DIP = bytes([10, 1, 0, 11])
 
 
 def test_a_first_fragment_goes_straight_back_and_later_ones_wait_for_its_echo() -> None:
@@ -42,8 +42,8 @@ def test_a_first_fragment_goes_straight_back_and_later_ones_wait_for_its_echo() 
     first, later = frame(STEERED, 7, 0, True), frame(STEERED, 7, 1480, False)
     assert s.on_frame(later, 0.0) == []  # its first has not been placed yet: held
     assert s.on_frame(first, 0.1) == [first]
-    out = s.on_frame(echo_of(first, DIP, HOST), 0.2)
-    assert len(out) == 1 and out[0][:12] == b"\x02\xa8" + DIP + b"\x02\xa8" + HOST
+    out = s.on_frame(echo_of(first, DIP), 0.2)
+    assert len(out) == 1 and out[0][:12] == b"\x02\xa8" + DIP + b"\x02\xa8" + bytes(4)
     assert out[0][12:] == later[12:]  # the IP packet itself is untouched
     again = frame(STEERED, 7, 2960, False)  # after the echo: sent at once
     assert s.on_frame(again, 0.3)[0][:12] == out[0][:12]
@@ -55,7 +55,7 @@ def test_datagrams_are_told_apart_by_source_and_ip_id() -> None:
     s.on_frame(frame(STEERED, 7, 1480, False), 0.0)
     s.on_frame(frame(STEERED, 8, 1480, False), 0.0)
     s.on_frame(frame(STEERED, 7, 1480, False, src="198.51.100.3"), 0.0)
-    out = s.on_frame(echo_of(frame(STEERED, 8, 0, True), DIP, HOST), 0.1)
+    out = s.on_frame(echo_of(frame(STEERED, 8, 0, True), DIP), 0.1)
     assert len(out) == 1 and s.counts.held == 3
 
 
