@@ -12,7 +12,9 @@ br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, 
         connection's packet goes out with the tunnel fields its entry loaded, so it keeps its
         DIP whatever happens to the backend set; its first non-SYN packet makes the entry
         trusted (longer idle timeout). Any other packet to a VIP is dropped by a per-VIP flow
-        whose counters say how many.
+        whose counters say how many. IP fragments go through the Mux agent, which has them
+        placed by their datagram's first fragment (see FROM_AGENT_REG below). Every packet
+        leaves through table 5 (egress).
 """
 
 from __future__ import annotations
