@@ -32,7 +32,12 @@ from os_ken.ofproto import ofproto_v1_5
 
 from ananta.controller import ofmsg, snat_hold
 from ananta.controller.compile_host import T_SNAT_OUT
-from ananta.controller.compile_mux import T_CONNECTIONS, connection_dips, meter_ids
+from ananta.controller.compile_mux import (
+    FRAGMENT_METER_ID,
+    T_CONNECTIONS,
+    connection_dips,
+    meter_ids,
+)
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import (
     LEARNED_TAG_MASK,
@@ -47,7 +52,7 @@ from ananta.controller.flows import (
     learned_cookie,
 )
 from ananta.controller.model import Inventory
-from ananta.controller.mux_watch import METER_DROPS
+from ananta.controller.mux_watch import FRAGMENT_METER_OWNER, METER_DROPS
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
 from ananta.controller.state import expired_drains
@@ -60,7 +65,7 @@ LEASE_IN_STEP = 1.0  # a Mux that confirmed a sync this recently is keeping up w
 LEASE_HARD_TIMEOUT = 60  # a lease nobody renews leaves the switch eventually
 COUNTER_INTERVAL = 1.0  # seconds between reads of the Muxes' per-VIP counters
 COUNTED_KINDS = {"phy": (FlowKind.VIP_STEER,),
-                 "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT)}
+                 "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT, FlowKind.FRAGMENT)}
 
 
 def _last_part(msg: Any) -> bool:
@@ -179,6 +184,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                                      or f.kind in COUNTED_KINDS["int"]}
                     self.meter_owner = {mid: vip for vip, mid in
                                         meter_ids(services.vips).items()}
+                    self.meter_owner[FRAGMENT_METER_ID] = FRAGMENT_METER_OWNER
                 self.generation = generation
             if leading != self.leading:
                 LOG.info("Raft: %s in term %d", "leader" if leading[0] else "follower",

@@ -55,6 +55,13 @@ class MuxWatch:
 
 
 METER_DROPS = 0xFF  # not a flow kind: packets a VIP's meter dropped (owner: the VIP)
+FRAGMENT_METER_OWNER = "fragments"  # the owner of the Mux's fragment meter's drops
+FRAGMENT_METRIC = ("ananta_mux_fragments_packets",
+                   "IP fragments to VIPs through the Mux agent, by step: steered to the agent, "
+                   "first (placed by its 5-tuple), echoed (its DIP back to the agent), later "
+                   "(tunnelled to the first's DIP), meter_dropped (over the fragment meter)",
+                   "step")
+FRAGMENT_STEPS = {"to-agent": "steered", "first": "first", "echo": "echoed", "later": "later"}
 
 # (metric, help, label) for each kind of counted flow; "select:" owners count new connections
 METRICS: dict[int, tuple[str, str, str]] = {
@@ -70,8 +77,15 @@ def counter_samples(counters: dict[tuple[str, str], Counters],
                     ) -> dict[tuple[str, str, str], list[tuple[dict[str, str], int]]]:
     """Prometheus counter samples by (name, help, label kind): [(labels, value)]."""
     out: dict[tuple[str, str, str], list[tuple[dict[str, str], int]]] = {}
+    fragments: dict[tuple[str, str], int] = {}  # (mux, step) -> packets
     for (mux, _), by_flow in sorted(counters.items()):
         for (kind, owner), (packets, nbytes) in sorted(by_flow.items()):
+            if kind == FlowKind.FRAGMENT or (kind, owner) == (METER_DROPS, FRAGMENT_METER_OWNER):
+                step = ("meter_dropped" if kind == METER_DROPS
+                        else FRAGMENT_STEPS.get(owner.split(":")[0]))
+                if step is not None:
+                    fragments[(mux, step)] = fragments.get((mux, step), 0) + packets
+                continue
             if kind not in METRICS:
                 continue
             base, what, label = METRICS[kind]
@@ -85,4 +99,6 @@ def counter_samples(counters: dict[tuple[str, str], Counters],
             if kind not in (FlowKind.VIP_NO_ENDPOINT, METER_DROPS):
                 out.setdefault((f"{base}_bytes", f"Bytes {what}", label), []).append(
                     (labels, nbytes))
+    for (mux, step), packets in sorted(fragments.items()):
+        out.setdefault(FRAGMENT_METRIC, []).append(({"step": step, "mux": mux}, packets))
     return out

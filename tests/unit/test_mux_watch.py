@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ananta.controller.flows import FlowKind
-from ananta.controller.mux_watch import DRAIN_QUIET, METER_DROPS, MuxWatch, counter_samples
+from ananta.controller.mux_watch import (
+    DRAIN_QUIET,
+    FRAGMENT_METER_OWNER,
+    FRAGMENT_METRIC,
+    METER_DROPS,
+    MuxWatch,
+    counter_samples,
+)
 
 STEER, ENDPOINT, NO_ENDPOINT = (int(FlowKind.VIP_STEER), int(FlowKind.VIP_ENDPOINT),
                                 int(FlowKind.VIP_NO_ENDPOINT))
@@ -46,3 +53,22 @@ def test_counters_become_per_vip_and_per_endpoint_samples() -> None:
         ("ananta_vip_dropped_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 1,
         ("ananta_vip_rate_limited_packets", (("mux", "mux1"), ("vip", "203.0.113.10"))): 4,
     }
+
+
+def test_fragment_counters_are_summed_by_step_over_dips() -> None:
+    counters = {
+        ("mux1", "int"): {(FlowKind.FRAGMENT, "to-agent"): (30, 0),
+                          (FlowKind.FRAGMENT, "first"): (10, 0),
+                          (FlowKind.FRAGMENT, "echo:10.1.0.11"): (4, 0),
+                          (FlowKind.FRAGMENT, "echo:10.1.0.12"): (6, 0),
+                          (FlowKind.FRAGMENT, "later:10.1.0.11"): (5, 0),
+                          (FlowKind.FRAGMENT, "later:10.1.0.12"): (15, 0)},
+        ("mux1", "meters"): {(METER_DROPS, FRAGMENT_METER_OWNER): (3, 0),
+                             (METER_DROPS, "203.0.113.10"): (7, 0)},
+    }
+    samples = counter_samples(counters)
+    by_step = {labels["step"]: v for labels, v in samples[FRAGMENT_METRIC]}
+    assert by_step == {"steered": 30, "first": 10, "echoed": 10, "later": 20,
+                       "meter_dropped": 3}
+    limited = next(v for k, v in samples.items() if k[0] == "ananta_vip_rate_limited_packets")
+    assert limited == [({"vip": "203.0.113.10", "mux": "mux1"}, 7)]  # not the fragment meter
