@@ -55,6 +55,7 @@ from ananta.controller.model import Inventory
 from ananta.controller.mux_watch import FRAGMENT_METER_OWNER, METER_DROPS
 from ananta.controller.reconcile import InstalledFlow, plan
 from ananta.controller.service import ReplicaService
+from ananta.controller.snat import SnatBlock
 from ananta.controller.state import expired_drains
 
 LOG = logging.getLogger("ananta.manager")
@@ -64,6 +65,7 @@ LEASE_REFRESH = 1.0  # s between lease renewals (each flow_mod makes OVS revalid
 LEASE_IN_STEP = 1.0  # a Mux that confirmed a sync this recently is keeping up with the config
 LEASE_HARD_TIMEOUT = 60  # a lease nobody renews leaves the switch eventually
 COUNTER_INTERVAL = 1.0  # seconds between reads of the Muxes' per-VIP counters
+HOSTS_WAIT_LIMIT = 1.0  # seconds the hosts wait for the Muxes to take new SNAT blocks
 COUNTED_KINDS = {"phy": (FlowKind.VIP_STEER,),
                  "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT, FlowKind.FRAGMENT)}
 
@@ -125,6 +127,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.next_lease = self.next_counters = 0.0
         self.expiring: set[str] = set()  # op ids of drain expiries being proposed
         self.held = snat_hold.HoldState()  # VMs' packets waiting for a SNAT block
+        # A generation that gave a DIP a new SNAT block is programmed on the Muxes first (the
+        # block's return flows), then on the hosts (which start using its ports): else the
+        # first replies to those ports reach a Mux that drops them. None: no such wait.
+        self.hosts_wait_for: tuple[int, float] | None = None  # (generation, since)
+        self.snat_blocks: frozenset[SnatBlock] = frozenset()
         self.watcher = hub.spawn(self._housekeeping)
 
     # --- replicated state and leadership --------------------------------------------------
@@ -139,6 +146,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
             try:
                 self._follow_cluster()
                 self._restart_stalled_syncs()
+                with self.lock:
+                    self._hosts_may_follow(time.monotonic())
                 self._release_held()
                 now = time.monotonic()
                 if now >= self.next_lease:
@@ -177,6 +186,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     self.targets = switch_targets(inventory)
                     self._adopt_known_switches()
                 if services is not None:
+                    blocks = frozenset(b for bs in snat.values() for b in bs)
+                    if blocks - self.snat_blocks and self.snat_blocks:
+                        self.hosts_wait_for = (generation, time.monotonic())
+                    self.snat_blocks = blocks
                     self.programs = desired_programs(services, inventory, down, snat)
                     self.programs_generation = generation
                     self.owner_of = {f.cookie: f.owner for p in self.programs.values()
@@ -350,6 +363,9 @@ class AnantaManagerApp(app_manager.OSKenApp):
     def _start_sync(self, session: SwitchSession) -> None:
         if not self.leading[0]:
             return
+        if self.hosts_wait_for is not None and session.target.role == "host":
+            session.resync = True  # started by _hosts_may_follow
+            return
         if session.pending or session.barrier_xid is not None:
             session.resync = True
             return
@@ -369,7 +385,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
             return
         session.flows, session.groups, session.meters = [], {}, {}
         session.pending = {"flows", "groups", "meters"}
-        dp.send_msg(ofmsg.set_config(dp))  # a (re)connected switch: its fragment mode
+        if session.target.role == "mux":  # a (re)connected Mux: its fragment mode
+            dp.send_msg(ofmsg.set_config(dp))
         session.audited_at = session.started
         dp.send_msg(parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
@@ -590,7 +607,27 @@ class AnantaManagerApp(app_manager.OSKenApp):
             if session.resync:
                 session.resync = False
                 self._start_sync(session)
+            self._hosts_may_follow()
         self._release_held()
+
+    def _hosts_may_follow(self, now: float | None = None) -> None:
+        """Start the hosts' syncs held back for new SNAT blocks, once every connected Mux
+        confirmed that generation (or after HOSTS_WAIT_LIMIT s: a Mux that is down or stuck
+        must not keep the hosts' other changes back). Called with self.lock held."""
+        if self.hosts_wait_for is None:
+            return
+        generation, since = self.hosts_wait_for
+        muxes = [s for s in self.sessions.values() if s.target.role == "mux"]
+        caught_up = all(s.confirmed_generation >= generation for s in muxes)
+        if not caught_up and (now is None or now - since < HOSTS_WAIT_LIMIT):
+            return
+        if not caught_up:
+            LOG.warning("hosts programmed before every Mux confirmed generation %d", generation)
+        self.hosts_wait_for = None
+        for s in self.sessions.values():
+            if s.target.role == "host":
+                s.resync = False
+                self._start_sync(s)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev: Any) -> None:
