@@ -6,7 +6,8 @@
             --count 20 --flows 8
         from each of FLOWS source ports, sends COUNT datagrams of random bytes, one at a time,
         cycling through SIZES; prints JSON: how many came back whole, from which address,
-        which VMs answered, and how many flows (5-tuples) more than one VM answered
+        which VMs answered, how many flows (5-tuples) more than one VM answered, and the
+        round-trip times (p50, p99) of those that came back whole
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 
 def serve(port: int, name: str) -> None:
@@ -32,12 +34,14 @@ def ask(dst: str, port: int, sizes: list[int], count: int, flows: int,
     whole, lost, wrong, split = 0, 0, 0, 0
     sources: set[str] = set()
     served: dict[str, int] = {}
+    rtts: list[float] = []
     for _ in range(flows):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.settimeout(timeout)
         names: set[str] = set()
         for i in range(count):
             payload = os.urandom(sizes[i % len(sizes)])
+            sent_at = time.perf_counter()
             sock.sendto(payload, (dst, port))
             try:
                 data, peer = sock.recvfrom(65535)
@@ -47,6 +51,7 @@ def ask(dst: str, port: int, sizes: list[int], count: int, flows: int,
             sources.add(f"{peer[0]}:{peer[1]}")
             name, _, echoed = data.partition(b" ")
             if echoed == payload:
+                rtts.append((time.perf_counter() - sent_at) * 1000)
                 whole += 1
                 names.add(name.decode())
                 served[name.decode()] = served.get(name.decode(), 0) + 1
@@ -54,8 +59,12 @@ def ask(dst: str, port: int, sizes: list[int], count: int, flows: int,
                 wrong += 1
         split += len(names) > 1
         sock.close()
+    rtts.sort()
+    rtt = ({"p50": round(rtts[len(rtts) // 2], 3), "p99": round(rtts[int(len(rtts) * 0.99)], 3)}
+           if rtts else {})
     return {"sent": count * flows, "whole": whole, "lost": lost, "wrong": wrong,
-            "sources": sorted(sources), "served_by": served, "flows_split": split}
+            "sources": sorted(sources), "served_by": served, "flows_split": split,
+            "rtt_ms": rtt}
 
 
 def main(argv: list[str] | None = None) -> int:
