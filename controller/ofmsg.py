@@ -6,6 +6,7 @@ parsers (pure encoders), never its controller.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -18,6 +19,7 @@ from ananta.controller.flows import (
     LEASE_PRIORITY,
     LEASE_TABLE,
     Action,
+    Bucket,
     Ct,
     Flow,
     Group,
@@ -184,16 +186,40 @@ def flows_delete_by_cookie(datapath: Any, table: int, cookie: int, mask: int) ->
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
 
 
+def bucket(b: Bucket) -> Any:
+    """The os-ken bucket of `b` (what group_mod sends, encoded once: see EncodedBucket)."""
+    return parser.OFPBucket(
+        bucket_id=b.bucket_id, actions=actions(b.actions),
+        properties=[parser.OFPGroupBucketPropWeight(type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bucket_bytes(b: Bucket) -> bytes:
+    buf = bytearray()
+    bucket(b).serialize(buf, 0)
+    return bytes(buf)
+
+
+class EncodedBucket:
+    """A bucket os-ken's OFPGroupMod serializes by copying bytes encoded once per distinct
+    bucket: a weight change re-sends a group of up to 512 buckets (hashing.MAX_BUCKETS), and
+    encoding each one's actions again made most of a config write's cost on the leader."""
+
+    def __init__(self, b: Bucket):
+        self.data = _bucket_bytes(b)
+        self.len = len(self.data)
+
+    def serialize(self, buf: bytearray, offset: int) -> None:
+        if len(buf) < offset:
+            buf += bytes(offset - len(buf))
+        buf[offset:offset + self.len] = self.data
+
+
 def group_mod(datapath: Any, group: Group, command: int) -> Any:
-    buckets = [
-        parser.OFPBucket(
-            bucket_id=b.bucket_id, actions=actions(b.actions),
-            properties=[parser.OFPGroupBucketPropWeight(type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
-        for b in group.buckets
-    ]
     return parser.OFPGroupMod(
         datapath, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
-        buckets=buckets, properties=[SelectionMethodProperty("hash", group.hash_fields)])
+        buckets=[EncodedBucket(b) for b in group.buckets],
+        properties=[SelectionMethodProperty("hash", group.hash_fields)])
 
 
 def group_add(datapath: Any, group: Group) -> Any:

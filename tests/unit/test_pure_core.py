@@ -12,6 +12,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from ananta.controller import ofmsg
 from ananta.controller.desired import desired_programs
+from ananta.controller.model import Services
 from ananta.controller.snat import SnatBlock
 from tests.unit.fixtures import default_inventory, demo_services
 
@@ -81,3 +82,27 @@ def test_selection_method_property_is_laid_out_as_ovs_parses_it() -> None:
     length = int.from_bytes(raw[2:4], "big")
     assert length == 40 + (4 + 4) * 2 + (4 + 1) + (4 + 2) * 2  # headers + all-ones values
     assert len(raw) % 8 == 0 and raw[16:20] == b"hash"
+
+
+def test_group_mods_encode_to_the_bytes_os_ken_itself_writes() -> None:
+    """EncodedBucket copies bytes encoded once per bucket: the message must be os-ken's own."""
+    dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
+    services = demo_services()
+    data = services.model_dump(mode="json")
+    for i, be in enumerate(data["vips"][0]["endpoints"][0]["backends"]):
+        be["weight"] = 100 + i
+    weighted = Services.model_validate(data)
+    groups = [g for s in (services, weighted)
+              for p in desired_programs(s, default_inventory()).values() for g in p.groups]
+    assert groups and max(len(g.buckets) for g in groups) > 100  # weights 100..103
+    for group in groups:
+        for command in (ofp.OFPGC_ADD, ofp.OFPGC_MODIFY):
+            ours = ofmsg.group_mod(dp, group, command)
+            theirs = parser.OFPGroupMod(
+                dp, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
+                buckets=[ofmsg.bucket(b) for b in group.buckets],
+                properties=[ofmsg.SelectionMethodProperty("hash", group.hash_fields)])
+            for msg in (ours, theirs):
+                msg.xid = 7
+                msg.serialize()
+            assert bytes(ours.buf) == bytes(theirs.buf)
