@@ -14,6 +14,7 @@ br-phy, table 0: ARP from the uplink teaches table 1 the router's MAC (learn); D
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from ananta.bridges import (
@@ -84,6 +85,9 @@ def conntrack_zone(vm: Vm) -> int:
     return vm.ofport
 
 
+# The per-VM pieces are cached: every config write recompiles every host, and building a
+# Flow (its cookie is a digest of its content) was most of that.
+@functools.lru_cache(maxsize=4096)
 def arp_responder(vm: Vm) -> Flow:
     """Answer the VM's `who-has <gateway>` with GATEWAY_MAC, out of the port it came in.
 
@@ -108,12 +112,13 @@ def arp_responder(vm: Vm) -> Flow:
     )
 
 
-def probe_flows(vm: Vm) -> set[Flow]:
+@functools.lru_cache(maxsize=4096)
+def probe_flows(vm: Vm) -> frozenset[Flow]:
     """The host agent probes a VM from the gateway address on br-int's LOCAL port: ARP both
     ways, the probe through conntrack, and back only what conntrack says is a reply (a VM
     cannot open connections to the hypervisor)."""
     owner = f"probe:{vm.name}"
-    return {
+    return frozenset({
         Flow(0, PRIO_PROBE, match(in_port=PORT_LOCAL, eth_type=ETH_TYPE_ARP, arp_tpa=vm.address),
              (Output(vm.ofport),), FlowKind.PROBE, owner),
         Flow(0, PRIO_PROBE, match(in_port=PORT_LOCAL, eth_type=ETH_TYPE_IP, ipv4_dst=vm.address),
@@ -124,10 +129,11 @@ def probe_flows(vm: Vm) -> set[Flow]:
         Flow(0, PRIO_PROBE, match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ipv4_src=vm.address,
                                   ipv4_dst=vm.gateway),
              (Ct(zone=PROBE_ZONE, table=2),), FlowKind.PROBE, owner),
-    }
+    })
 
 
-def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
+@functools.lru_cache(maxsize=4096)
+def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> frozenset[Flow]:
     """The VM's outbound TCP/UDP connections through conntrack: a new one is committed with its
     source NATed to VIP:a port of its blocks and leaves like DSR replies do; return traffic,
     which a Mux tunnels here with key = DIP, is NATed back and delivered. Blocks that make
@@ -178,7 +184,29 @@ def snat_flows(vm: Vm, blocks: tuple[SnatBlock, ...]) -> set[Flow]:
                            (Ct(zone=zone, commit=True, table=T_SNAT_OUT,
                                nat=Nat(src_address=vip, src_ports=(low, high))),),
                            FlowKind.SNAT, owner))
-    return flows
+    return frozenset(flows)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def backend_flows(vm: Vm, vip: str, protocol: str, port: int, backend_port: int,
+                  ) -> frozenset[Flow]:
+    """A backend on this host: from GRE, DNAT VIP:port -> DIP:backend port and deliver; and
+    its replies (one flow per DIP:port, shared by every VIP that uses it) through reverse NAT
+    to table 1."""
+    zone, proto = conntrack_zone(vm), IP_PROTO[protocol]
+    return frozenset({
+        Flow(0, PRIO_SERVICE,
+             match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(vm.address), eth_type=ETH_TYPE_IP,
+                   ip_proto=proto, ipv4_dst=vip, **{f"{protocol}_dst": port}),
+             (Ct(zone=zone, commit=True, nat=Nat(vm.address, backend_port)),
+              SetField("eth_src", GATEWAY_MAC), SetField("eth_dst", vm.mac), Output(vm.ofport)),
+             FlowKind.DECAP_DNAT, f"{vip}:{protocol}:{port}>{vm.address}"),
+        Flow(0, PRIO_VM,
+             match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
+                   ipv4_src=vm.address, **{f"{protocol}_src": backend_port}),
+             (Ct(zone=zone, table=1, nat=Nat()),),
+             FlowKind.REPLY, f"{vm.address}:{protocol}:{backend_port}"),
+    })
 
 
 def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
@@ -272,26 +300,7 @@ def compile_host_int(services: Services, host: HostNode,
                     continue
                 inbound.setdefault(vm.address, {}).setdefault(vip.address, {}).setdefault(
                     proto, set()).add(be.port)
-                zone = conntrack_zone(vm)
-                flows.add(Flow(
-                    0, PRIO_SERVICE,
-                    match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(be.address),
-                          eth_type=ETH_TYPE_IP, ip_proto=proto, ipv4_dst=vip.address,
-                          **{f"{ep.protocol}_dst": ep.port}),
-                    (
-                        Ct(zone=zone, commit=True, nat=Nat(be.address, be.port)),
-                        SetField("eth_src", GATEWAY_MAC),
-                        SetField("eth_dst", vm.mac),
-                        Output(vm.ofport),
-                    ),
-                    FlowKind.DECAP_DNAT, f"{vip.address}:{ep.protocol}:{ep.port}>{be.address}"))
-                # One reply flow per DIP:port, shared by every VIP that uses it.
-                flows.add(Flow(
-                    0, PRIO_VM,
-                    match(in_port=vm.ofport, eth_type=ETH_TYPE_IP, ip_proto=proto,
-                          ipv4_src=be.address, **{f"{ep.protocol}_src": be.port}),
-                    (Ct(zone=zone, table=1, nat=Nat()),),
-                    FlowKind.REPLY, f"{be.address}:{ep.protocol}:{be.port}"))
+                flows |= backend_flows(vm, vip.address, ep.protocol, ep.port, be.port)
     for vm in host.vms:
         blocks = (snat or {}).get(vm.address)
         flows |= fragment_flows(vm, inbound.get(vm.address, {}), blocks[0].vip if blocks else None)
@@ -300,6 +309,7 @@ def compile_host_int(services: Services, host: HostNode,
     return program
 
 
+@functools.lru_cache(maxsize=1)
 def compile_host_phy() -> SwitchProgram:
     learn_router_mac = Learn(
         table=1, priority=PRIO_LEARNED, cookie=learned_cookie(FlowKind.ROUTER_MAC),

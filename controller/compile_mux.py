@@ -19,6 +19,7 @@ br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 
@@ -156,6 +157,17 @@ def hash_fields(protocol: str) -> tuple[str, ...]:
     return ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src", f"{protocol}_dst")
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def to_dip(bucket_id: int, dip: str, host: str) -> Bucket:
+    """A bucket sending a new connection to `dip` on `host` (cached: a group is rebuilt, with
+    up to 512 of them, on every config write)."""
+    return Bucket(bucket_id=bucket_id, weight=1, actions=(
+        SetField("tun_ipv4_dst", host),
+        SetField("tunnel_id", ip_int(dip)),
+        Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
+    ))
+
+
 def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
                    down: frozenset[str] = frozenset()) -> Group:
     """The endpoint's select group over the backends that take new connections and are not
@@ -165,13 +177,8 @@ def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
     weights = {be.address: be.weight for be in ep.backends
                if be.takes_new_connections and backend_key(be.address, be.port) not in down}
     ids = unit_bucket_ids(bucket_counts(weights), stable_id)
-    buckets = tuple(
-        Bucket(bucket_id=bid, weight=1, actions=(
-            SetField("tun_ipv4_dst", host_of[dip]),
-            SetField("tunnel_id", ip_int(dip)),
-            Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
-        ))
-        for dip, dip_ids in ids.items() for bid in dip_ids)
+    buckets = tuple(to_dip(bid, dip, host_of[dip]) for dip, dip_ids in ids.items()
+                    for bid in dip_ids)
     return Group(group_id(vip, ep), tuple(sorted(buckets, key=lambda b: b.bucket_id)),
                  hash_fields(ep.protocol))
 
@@ -220,7 +227,8 @@ def remember_connection(protocol: str, trust: int, dip: str,
         fin_idle_timeout=FIN_IDLE_S)
 
 
-def connection_flows(protocol: str, dip: str) -> set[Flow]:
+@functools.lru_cache(maxsize=1 << 14)
+def connection_flows(protocol: str, dip: str) -> frozenset[Flow]:
     """Tables 3 and 4 for one protocol and DIP: pin a new connection (untrusted); forward a
     known one, confirming it (trusted) on its first packet that is not a SYN."""
     ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol], "tunnel_id": ip_int(dip)}
@@ -245,7 +253,7 @@ def connection_flows(protocol: str, dip: str) -> set[Flow]:
                  (remember_connection(protocol, UNTRUSTED, dip), out),
                  FlowKind.CONNECTION, f"replace-{protocol}:{dip}"),
         }
-    return flows
+    return frozenset(flows)
 
 
 def connection_dips(program: SwitchProgram) -> frozenset[str]:
@@ -254,7 +262,8 @@ def connection_dips(program: SwitchProgram) -> frozenset[str]:
                      if f.kind == FlowKind.CONNECTION and f.owner.startswith("pin-"))
 
 
-def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> set[Flow]:
+@functools.lru_cache(maxsize=1 << 14)
+def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> frozenset[Flow]:
     """Return traffic to a DIP's SNAT block (VIP:port in the block) goes to the DIP's host:
     one masked flow per block and protocol, no per-connection state."""
     flows = set()
@@ -267,7 +276,7 @@ def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> set[Flow]:
                 (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(b.dip)),
                  Resubmit(T_EGRESS)),
                 FlowKind.SNAT_RETURN, f"snat:{b.dip}"))
-    return flows
+    return frozenset(flows)
 
 
 def compile_mux_int(services: Services, inv: Inventory,
@@ -360,15 +369,21 @@ def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
              "out"),
     }
     for dip, host in host_of.items():
-        flows.add(Flow(
-            T_EGRESS, PRIO_FRAGMENT, match(tunnel_id=ip_int(dip), **{FROM_AGENT_REG: 1}),
-            (Output(INT_GRE_OFPORT), SetField("eth_dst", route_mac(dip)),
-             SetField("eth_src", ROUTE_MAC), Output(INT_FRAG_OFPORT)),
-            FlowKind.FRAGMENT, f"echo:{dip}"))
-        flows.add(Flow(
-            T_CLASSIFY, PRIO_FRAGMENT,
-            match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_LATER,
-                  eth_dst=route_mac(dip)),
-            (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)),
-             Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, f"later:{dip}"))
+        flows |= dip_fragment_flows(dip, host)
     return flows
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def dip_fragment_flows(dip: str, host: str) -> frozenset[Flow]:
+    """A DIP's first fragments echoed to the agent; its later ones tunnelled to it."""
+    return frozenset({
+        Flow(T_EGRESS, PRIO_FRAGMENT, match(tunnel_id=ip_int(dip), **{FROM_AGENT_REG: 1}),
+             (Output(INT_GRE_OFPORT), SetField("eth_dst", route_mac(dip)),
+              SetField("eth_src", ROUTE_MAC), Output(INT_FRAG_OFPORT)),
+             FlowKind.FRAGMENT, f"echo:{dip}"),
+        Flow(T_CLASSIFY, PRIO_FRAGMENT,
+             match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_LATER,
+                   eth_dst=route_mac(dip)),
+             (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)),
+              Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, f"later:{dip}"),
+    })

@@ -284,6 +284,7 @@ def ip_int(address: str) -> int:
     return int(ipaddress.IPv4Address(address))
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def stable_id(key: str, limit: int = 0xFFFFFF00) -> int:
     """A small stable id (group id, bucket id) from a key; the same on every Manager replica."""
     return 1 + _digest(key, 4) % (limit - 1)
