@@ -182,6 +182,12 @@ class Flow:
         )
         object.__setattr__(self, "cookie", cookie)
 
+    def __hash__(self) -> int:
+        # the cookie digests every compared field but kind and owner, which it also holds:
+        # equal flows have equal cookies (and hashing the nested match and actions each time
+        # a program's flow sets are built or compared was a good part of compiling)
+        return self.cookie
+
     @property
     def key(self) -> tuple[int, int, Match]:
         """What OpenFlow treats as the flow's identity: two flows with one key cannot coexist."""
