@@ -16,6 +16,7 @@ import yaml
 
 from ananta.controller.flows import FlowKind, kind_cookie
 from ananta.topologies import lab
+from ananta.topologies.checks import UplinkCapture
 
 pytestmark = pytest.mark.e2e
 
@@ -70,3 +71,34 @@ def test_fragmented_datagrams_reach_their_flows_dip_whole(running_lab: None) -> 
             s.kill()
             s.wait()
         lab.apply_services(original, "demo")
+
+
+def test_a_vms_fragmented_datagrams_leave_and_return_through_snat(running_lab: None) -> None:
+    """A VM's own UDP flow to the outside, with datagrams of up to 9,000 bytes: its fragments
+    leave SNATed (the host's conntrack reassembles, NATs and copies the result to every
+    fragment), the server's fragmented replies to VIP:port come back through a Mux's agent
+    to the DIP's host, and every datagram arrives whole. No fragment leaves as the DIP."""
+    plan, _ = lab.load_plan()
+    dip, vip, outside, port = "10.1.0.11", "203.0.113.10", "198.51.100.2", 9300
+    server = subprocess.Popen(["ip", "netns", "exec", plan.nodes["client1"].namespace,
+                               sys.executable, "-m", "ananta.topologies.udpecho", "serve",
+                               "--port", str(port), "--name", "outside"])
+    leaks, snated = UplinkCapture(plan, "hv1", dip), UplinkCapture(plan, "hv1", vip)
+    try:
+        time.sleep(0.5)
+        out = lab.ns_run(plan, "vm1", [
+            sys.executable, "-m", "ananta.topologies.udpecho", "ask", "--dst", outside,
+            "--port", str(port), "--sizes", "300,4000,9000", "--count", "10", "--flows", "10"],
+            timeout=300)
+        result = json.loads(out)
+        print(result)
+        assert (result["whole"], result["lost"], result["wrong"]) == (100, 0, 0), result
+        assert result["sources"] == [f"{outside}:{port}"]
+    finally:
+        server.kill()
+        server.wait()
+        time.sleep(0.3)
+        leaked, left = leaks.stop(), snated.stop()
+    assert leaked == 0
+    # per flow: 4 datagrams of 300 B, 3 of 4,000 (3 fragments) and 3 of 9,000 (7 fragments)
+    assert left >= 10 * (4 + 3 * 3 + 3 * 7), left
