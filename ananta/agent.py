@@ -32,9 +32,13 @@ def converge(config: NodeConfig, ovsdb: NodeOvsdb, specs: Sequence[BridgeSpec],
     run_all(host_network_commands(config, vms), env=ovs_env(config))
 
 
-def bridges_present(ovsdb: NodeOvsdb) -> bool:
+def bridges_present(ovsdb: NodeOvsdb, specs: Sequence[BridgeSpec] = ()) -> bool:
+    """Both bridges are there, with every port `specs` gives them (a port deleted by hand, or
+    a VM's, is put back at the next check)."""
     try:
-        return {BR_INT, BR_PHY} <= ovsdb.bridges() and ovsdb.connected()
+        if not ({BR_INT, BR_PHY} <= ovsdb.bridges() and ovsdb.connected()):
+            return False
+        return all({p.name for p in b.ports} <= ovsdb.ports(b.name) for b in specs)
     except OvsdbUnavailable:
         return False
 
@@ -79,7 +83,7 @@ def keep_converged(config: NodeConfig, specs: Sequence[BridgeSpec], vms: Sequenc
     converged = False
     while True:
         try:
-            if not converged or not bridges_present(ovsdb):
+            if not converged or not bridges_present(ovsdb, specs):
                 converge(config, ovsdb, specs, vms)
                 run_all(extra, env=ovs_env(config))
                 converged = True

@@ -51,6 +51,9 @@ class NodeOvsdb:
     def bridges(self) -> set[str]:
         return set(self._run(self.api().list_br()))
 
+    def ports(self, bridge: str) -> set[str]:
+        return set(self._run(self.api().list_ports(bridge)))
+
     def connected(self) -> bool:
         """Whether the IDL is connected now (its copy of the database is current): python-ovs
         3.1's Idl says so only through its JSON-RPC session."""
