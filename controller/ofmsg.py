@@ -137,9 +137,9 @@ _AFTER_PREREQUISITES = ("ip_frag",)
 
 def of_match(fields: tuple[tuple[str, Any], ...]) -> Any:
     """An OpenFlow match in os-ken's order, with fields like ip_frag moved after eth_type."""
-    ordered = parser.OFPMatch(**dict(fields))._fields2
-    if not any(name in _AFTER_PREREQUISITES for name, _ in ordered):
+    if not any(name in _AFTER_PREREQUISITES for name, _ in fields):
         return parser.OFPMatch(**dict(fields))
+    ordered = parser.OFPMatch(**dict(fields))._fields2
     late = [f for f in ordered if f[0] in _AFTER_PREREQUISITES]
     return parser.OFPMatch(_ordered_fields=[f for f in ordered if f not in late] + late)
 
