@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ananta.controller.flows import COOKIE_TAG, FlowKind
+from ananta.controller.flows import FlowKind, kind_cookie
 from ananta.topologies.lab import load_plan, ns_run, ovs_cmd_env
 from ananta.topologies.spec import LabPlan
 
@@ -43,10 +43,11 @@ class ServeReport:
         return from_muxes == 0 and from_hosts > 0
 
 
-def endpoint_packets(plan: LabPlan, mux: str) -> int:
-    value = (COOKIE_TAG << 56) | (int(FlowKind.VIP_ENDPOINT) << 48)
+def kind_packets(plan: LabPlan, mux: str, kind: FlowKind = FlowKind.VIP_ENDPOINT) -> int:
+    """Packets through a Mux's br-int flows of one kind (our cookie's kind bits)."""
     out = ns_run(plan, mux, ["ovs-ofctl", "--no-names", "-O", "OpenFlow15", "dump-flows", "br-int",
-                             f"cookie={value:#018x}/0xffff000000000000"], env=ovs_cmd_env(mux))
+                             f"cookie={kind_cookie(kind):#018x}/0xffff000000000000"],
+                 env=ovs_cmd_env(mux))
     return sum(int(m.group(1)) for m in _N_PACKETS.finditer(out))
 
 
@@ -77,7 +78,7 @@ def serve_check(vip: str, count: int = 100, port: int = 80, client: str = "clien
     plan, _ = load_plan()
     muxes = [m.name for m in plan.by_role("mux")]
     edge = muxes + [h.name for h in plan.by_role("hypervisor")]
-    before = {m: endpoint_packets(plan, m) for m in muxes}
+    before = {m: kind_packets(plan, m) for m in muxes}
     captures = [UplinkCapture(plan, node, vip) for node in edge]
     try:
         out = ns_run(plan, client, [sys.executable, "-m", "ananta.topologies.httpprobe",
@@ -87,7 +88,7 @@ def serve_check(vip: str, count: int = 100, port: int = 80, client: str = "clien
         time.sleep(0.3)
         leaving = {c.node: c.stop() for c in captures}
     result = json.loads(out)
-    after = {m: endpoint_packets(plan, m) for m in muxes}
+    after = {m: kind_packets(plan, m) for m in muxes}
     return ServeReport(
         vip=vip, sent=result["sent"], served_by=result["served_by"],
         failures=result["failures"], latency_ms=result["latency_ms"],

@@ -14,9 +14,9 @@ import time
 import pytest
 import yaml
 
-from ananta.controller.flows import FlowKind, kind_cookie
+from ananta.controller.flows import FlowKind
 from ananta.topologies import lab
-from ananta.topologies.checks import UplinkCapture
+from ananta.topologies.checks import UplinkCapture, kind_packets
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,7 @@ ADDRESSES = ("10.1.0.11", "10.1.0.12", "10.2.0.11", "10.2.0.12")
 
 def _fragment_counts(plan: lab.LabPlan) -> int:
     """Packets the Muxes' fragment flows handled (to the agent, and back from it)."""
-    total = 0
-    for m in ("mux1", "mux2"):
-        dump = lab.ns_run(plan, m, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                                    f"cookie={kind_cookie(FlowKind.FRAGMENT):#x}/"
-                                    "0xffff000000000000"], env=lab.ovs_cmd_env(m))
-        total += sum(int(x.split("=")[1].rstrip(","))
-                     for x in dump.split() if x.startswith("n_packets="))
-    return total
+    return sum(kind_packets(plan, m, FlowKind.FRAGMENT) for m in ("mux1", "mux2"))
 
 
 def test_fragmented_datagrams_reach_their_flows_dip_whole(running_lab: None) -> None:

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 
-from ananta.controller.flows import FlowKind, kind_cookie
+from ananta.controller.flows import FlowKind
 from ananta.topologies import lab
-from ananta.topologies.checks import UplinkCapture
+from ananta.topologies.checks import UplinkCapture, kind_packets
 
 VIP, DIP, OUTSIDE, PORT = "203.0.113.10", "10.1.0.11", "198.51.100.2", 9000
 
@@ -44,13 +44,7 @@ def test_outbound_connections_leave_as_vip_ports_and_come_back_through_a_mux(
         assert first in blocks and len(blocks) >= 4  # 1,000 connections: the agent asked
         assert all(any(b["start"] <= p <= b["end"] for b in blocks) for p in result["ports"])
         # the return traffic came through the Muxes' SNAT return flows
-        returned = 0
-        for m in ("mux1", "mux2"):
-            dump = lab.ns_run(plan, m, ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                                        f"cookie={kind_cookie(FlowKind.SNAT_RETURN):#x}/"
-                                        "0xffff000000000000"], env=lab.ovs_cmd_env(m))
-            returned += sum(int(x.split("=")[1].rstrip(","))
-                            for x in dump.split() if x.startswith("n_packets="))
+        returned = sum(kind_packets(plan, m, FlowKind.SNAT_RETURN) for m in ("mux1", "mux2"))
         assert returned >= 1000, returned
         assert leaks.stop() == 0  # packets that waited for a port were held, never leaked
     finally:
