@@ -32,3 +32,29 @@ FIRST_VM_OFPORT = 10
 GATEWAY_MAC = "02:00:00:00:00:01"
 
 OPENFLOW_PORT = 6653
+
+# A Mux tracks each VIP's connections in a conntrack zone of its own (1..MUX_CT_ZONES; the
+# Manager assigns them, controller/compile_mux.vip_zones), so a flood on one VIP fills only
+# that zone's share (the per-zone limit). The Mux agent gives every one of these zones the
+# timeout policy below. On a Mux conntrack sees only the client's side of a connection (the
+# replies leave the hypervisor straight to the client, DSR), and OVS's userspace conntrack
+# keeps such a one-way TCP connection in its opening states for good: `tcp_syn_sent` is the
+# idle timeout of an entry that has seen nothing but a SYN (untrusted), `tcp_syn_recv` that
+# of one that has seen more from the client (trusted, what OVS calls "opening"); an RST
+# moves it to `tcp_close`. For UDP, `udp_first` is an entry that saw one datagram, and
+# `udp_single` one that saw more in the one direction.
+MUX_CT_ZONES = 4096
+UNTRUSTED_IDLE_S = 10
+TRUSTED_IDLE_S = 300
+CLOSED_IDLE_S = 5
+MUX_CT_TIMEOUTS = {
+    "tcp_syn_sent": UNTRUSTED_IDLE_S,
+    "tcp_syn_recv": TRUSTED_IDLE_S,
+    "tcp_established": TRUSTED_IDLE_S,
+    "tcp_fin_wait": CLOSED_IDLE_S,
+    "tcp_time_wait": CLOSED_IDLE_S,
+    "tcp_close": CLOSED_IDLE_S,
+    "udp_first": UNTRUSTED_IDLE_S,
+    "udp_single": TRUSTED_IDLE_S,
+    "udp_multiple": TRUSTED_IDLE_S,
+}

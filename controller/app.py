@@ -34,22 +34,16 @@ from ananta.controller import ofmsg, snat_hold
 from ananta.controller.compile_host import T_SNAT_OUT
 from ananta.controller.compile_mux import (
     FRAGMENT_METER_ID,
-    T_CONNECTIONS,
-    connection_dips,
     meter_ids,
 )
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import (
-    LEARNED_TAG_MASK,
     Flow,
     FlowKind,
     Group,
     Meter,
     SwitchProgram,
-    ip_int,
-    is_learned,
     kind_cookie,
-    learned_cookie,
 )
 from ananta.controller.model import Inventory
 from ananta.controller.mux_watch import FRAGMENT_METER_OWNER, METER_DROPS
@@ -101,7 +95,6 @@ class SwitchSession:
     confirmed_at: float = 0.0
     counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
     meter_xids: set[int] = field(default_factory=set)
-    connection_tags: frozenset[int] = frozenset()  # DIPs (as ints) whose entries it may hold
 
 
 class AnantaManagerApp(app_manager.OSKenApp):
@@ -466,7 +459,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
         desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
         steps = plan(desired, session.flows, session.groups, session.meters)
         dp = session.datapath
-        live, gone = self._connection_tags(session, desired)
         try:  # encode everything first: a bad message must not leave a half-sent plan
             messages = (
                 [ofmsg.meter_add(dp, m) for m in steps.add_meters]
@@ -478,11 +470,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
                    for s in steps.delete_flows]
                 + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
                 + [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
-                # a removed backend's connection entries go (its connections are gone with
-                # it; their next packets are hashed to a live backend, which resets them)
-                + [ofmsg.flows_delete_by_cookie(
-                    dp, T_CONNECTIONS, learned_cookie(FlowKind.CONNECTION, tag),
-                    LEARNED_TAG_MASK) for tag in sorted(gone)]
             )
             for message in messages:
                 dp.set_xid(message)
@@ -493,7 +480,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
         for message in messages:
             dp.send(message.buf)  # (send_msg would encode it again: big groups cost ms each)
         session.staged = {f.cookie: f for f in desired.flows}
-        session.connection_tags = live
         for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
         for gid in steps.delete_groups:
@@ -510,18 +496,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
             LOG.debug("%s: +%d/-%d flows, +%d/~%d/-%d groups", session.target.label,
                      len(steps.add_flows), len(steps.delete_flows), len(steps.add_groups),
                      len(steps.modify_groups), len(steps.delete_groups))
-
-    @staticmethod
-    def _connection_tags(session: SwitchSession,
-                         desired: SwitchProgram) -> tuple[frozenset[int], frozenset[int]]:
-        """(DIPs whose connection entries the Mux keeps, DIPs whose entries to delete): the
-        ones it kept before, or that a full dump shows entries of, and no longer keeps."""
-        if session.target.role != "mux" or session.target.bridge != "int":
-            return frozenset(), frozenset()
-        live = frozenset(ip_int(d) for d in connection_dips(desired))
-        seen = {f.cookie & 0xFFFFFFFF for f in session.flows if is_learned(f.cookie)
-                and (f.cookie >> 48) & 0xFF == FlowKind.CONNECTION}
-        return live, frozenset((seen | session.connection_tags) - live)
 
     # --- SNAT: a VM's packet that found no free port waits for a block here ---------------
 

@@ -2,19 +2,20 @@
 
 br-phy: VIP traffic from the uplink -> br-int; everything else NORMAL (BGP, ARP, and the
         GRE packets OVS emits through this bridge after encapsulation).
-br-int: a VIP endpoint's packet first looks up its connection's entry (table 1, learned),
-        then table 4 forwards it. A new connection goes to the endpoint's select group
-        (table 2; OpenFlow 1.5, selection_method=hash over the 5-tuple: rendezvous hashing),
-        where each backend taking new connections has buckets in proportion to its weight
-        (hashing.py). A bucket sets tun_dst = the DIP's host and tun_id = the DIP, and
-        table 3 outputs to the GRE port, learning the connection's untrusted entry unless
-        the packet is a SYN (half-open connections hold no state). A known
-        connection's packet goes out with the tunnel fields its entry loaded, so it keeps its
-        DIP whatever happens to the backend set; its first non-SYN packet makes the entry
-        trusted (longer idle timeout). Any other packet to a VIP is dropped by a per-VIP flow
-        whose counters say how many. IP fragments go through the Mux agent, which has them
-        placed by their datagram's first fragment (see FROM_AGENT_REG below). Every packet
-        leaves through table 5 (egress).
+br-int: a VIP endpoint's packet goes through conntrack, in its VIP's zone, and comes back to
+        table 1 with its connection's mark: the DIP it was sent to. A known connection goes
+        to its DIP whatever has happened to the backend set since. A new one (no mark, or
+        the mark of a DIP that is gone) and every TCP SYN go to the endpoint's select group
+        (table 2; OpenFlow 1.5, selection_method=hash over the 5-tuple: rendezvous
+        hashing), where each backend taking new connections has buckets in proportion to
+        its weight (hashing.py). A bucket sets tun_dst = the DIP's host and tun_id = the
+        DIP, and table 3 commits the connection with that DIP as its mark, then sends it
+        out of the GRE port (table 5, egress). Trust is conntrack's: an entry that saw only
+        a SYN (or one UDP datagram) lives UNTRUSTED_IDLE_S without traffic, one that saw
+        more TRUSTED_IDLE_S (the zone's timeout policy, set by the Mux agent). Any other
+        packet to a VIP is dropped by a per-VIP flow whose counters say how many. IP
+        fragments go through the Mux agent, which has them placed by their datagram's first
+        fragment (see FROM_AGENT_REG below).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from ananta.bridges import (
     INT_FRAG_OFPORT,
     INT_GRE_OFPORT,
     INT_PATCH_OFPORT,
+    MUX_CT_ZONES,
     PHY_PATCH_OFPORT,
     PHY_UPLINK_OFPORT,
 )
 from ananta.controller.flows import (
+    CT_TRK,
     ETH_TYPE_IP,
     IP_FRAG_FIRST,
     IP_FRAG_LATER,
@@ -38,12 +41,11 @@ from ananta.controller.flows import (
     IP_PROTO,
     PORT_NORMAL,
     Bucket,
+    Ct,
     Flow,
     FlowKind,
     Group,
     GroupAction,
-    Learn,
-    LearnLoad,
     Meter,
     MeterAction,
     Output,
@@ -51,7 +53,6 @@ from ananta.controller.flows import (
     SetField,
     SwitchProgram,
     ip_int,
-    learned_cookie,
     match,
     stable_id,
 )
@@ -68,16 +69,13 @@ from ananta.controller.pipeline import check_flows
 from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
-PRIO_HALF_OPEN = 310
-PRIO_RELEARN = 315
-PRIO_RELEARN_TRUSTED = 320
 PRIO_VIP = 200
-PRIO_NEW_SYN = 250
-PRIO_TRUSTED = 110
-PRIO_UNTRUSTED = 100
+PRIO_SYN = 250
+PRIO_KNOWN = 200
+PRIO_NEW = 100
 PRIO_DEFAULT = 0
 
-T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_FORWARD, T_EGRESS = 0, 1, 2, 3, 4, 5
+T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_EGRESS = 0, 1, 2, 3, 5
 PRIO_FRAGMENT = 400
 # Fragments. A later fragment has no ports, so neither the connection table nor the hash can
 # place it; OVS's conntrack reassembles, but gives later fragments no ports either. So every
@@ -93,27 +91,8 @@ STEERED_MAC = "02:a7:00:00:00:00"  # eth_dst of a fragment sent to the agent
 ROUTE_MAC = "02:a8:00:00:00:00"  # prefix (16 bits) of the MACs carrying a DIP
 FRAGMENT_METER_ID = 200_001  # above every VIP meter id (MAX_METER_ID)
 FRAGMENT_PPS, FRAGMENT_BURST = 10_000, 1_000
-# Connection entries (table 1). A TCP SYN is always hashed (table 4 sends it to the select
-# group whatever entry it found), and learns nothing unless it found an entry: half-open
-# connections hold no state, so a SYN flood, spoofed or not, costs the Mux no flow_mod (each
-# one makes OVS revalidate every datapath flow, which is what slowed the other VIPs under a
-# flood). A SYN that found an entry (an older connection's, on the same 5-tuple) overwrites
-# it in place as untrusted, at that entry's priority, so the new connection's packets never
-# follow the old one's backend. A connection's first packet that is not a SYN (the
-# handshake's ACK; a UDP flow's first datagram), finding no entry, is hashed and learns an
-# untrusted entry that lives UNTRUSTED_IDLE_S without traffic; its next one learns a
-# trusted entry (higher priority: OVS's learn() keeps an existing flow's timeouts, so the
-# untrusted one cannot be promoted in place) with the longer idle timeout. An entry that
-# saw a FIN or RST expires FIN_IDLE_S after its last packet.
-UNTRUSTED_IDLE_S = 10
-TRUSTED_IDLE_S = 300
-FIN_IDLE_S = 5
-TRUST_REG = "reg3"  # set by a connection entry: 0 none, 1 untrusted, 2 trusted
-UNTRUSTED, TRUSTED = 1, 2
 TCP_SYN, TCP_ACK = 0x002, 0x010
-_CONNECTION_FIELDS = (("ipv4_src", 32), ("ipv4_dst", 32))
-_TUNNEL_LOADS = (LearnLoad("tunnel_id", "tunnel_id", 64),
-                 LearnLoad("tun_ipv4_dst", "tun_ipv4_dst", 32))
+TRACKED = (CT_TRK, CT_TRK)
 
 
 def endpoint_key(vip: Vip, ep: Endpoint) -> str:
@@ -139,6 +118,22 @@ def meter_ids(vips: list[Vip]) -> dict[str, int]:
             mid = stable_id(f"meter:{address}~{salt}", MAX_METER_ID)
         taken.add(mid)
         out[address] = mid
+    return out
+
+
+def vip_zones(vips: list[Vip]) -> dict[str, int]:
+    """A conntrack zone for each VIP address, in 1..MUX_CT_ZONES: stable (a hash of the
+    address) and distinct while there are free zones (a collision is resolved in address
+    order); past MUX_CT_ZONES VIPs, some share a zone (and its connection limit)."""
+    taken: set[int] = set()
+    out = {}
+    for address in sorted(v.address for v in vips):
+        zone, salt = stable_id(f"zone:{address}", MUX_CT_ZONES + 1), 0
+        while zone in taken and len(taken) < MUX_CT_ZONES:
+            salt += 1
+            zone = stable_id(f"zone:{address}~{salt}", MUX_CT_ZONES + 1)
+        taken.add(zone)
+        out[address] = zone
     return out
 
 
@@ -209,57 +204,21 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     return program
 
 
-def remember_connection(protocol: str, trust: int, dip: str,
-                        priority: int | None = None) -> Learn:
-    """A learn() of this packet's connection entry in table 1: its 5-tuple -> the tunnel
-    fields it is being sent with (its DIP), and the trust level. The entry's cookie carries
-    the DIP, so the Manager can delete a removed backend's entries. `priority` (default: the
-    trust's) lets a SYN overwrite an older connection's trusted entry in place."""
-    untrusted = trust == UNTRUSTED
-    return Learn(
-        table=T_CONNECTIONS,
-        priority=priority or (PRIO_UNTRUSTED if untrusted else PRIO_TRUSTED),
-        cookie=learned_cookie(FlowKind.CONNECTION, ip_int(dip)),
-        match_values=(("eth_type", ETH_TYPE_IP, 16), ("ip_proto", IP_PROTO[protocol], 8)),
-        match_fields=(*_CONNECTION_FIELDS, (f"{protocol}_src", 16), (f"{protocol}_dst", 16)),
-        loads=_TUNNEL_LOADS, load_values=((TRUST_REG, trust, 32),),
-        idle_timeout=UNTRUSTED_IDLE_S if untrusted else TRUSTED_IDLE_S,
-        fin_idle_timeout=FIN_IDLE_S)
-
-
 @functools.lru_cache(maxsize=1 << 14)
-def connection_flows(protocol: str, dip: str) -> frozenset[Flow]:
-    """Tables 3 and 4 for one protocol and DIP: pin a new connection (untrusted); forward a
-    known one, confirming it (trusted) on its first packet that is not a SYN."""
-    ip = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol], "tunnel_id": ip_int(dip)}
-    out = Resubmit(T_EGRESS)
-    confirm = match(**ip, **{TRUST_REG: UNTRUSTED},
-                    **({"tcp_flags": (0, TCP_SYN)} if protocol == "tcp" else {}))
-    flows = {
-        Flow(T_PIN, PRIO_ENDPOINT, match(**ip),
-             (remember_connection(protocol, UNTRUSTED, dip), out), FlowKind.CONNECTION,
-             f"pin-{protocol}:{dip}"),
-        Flow(T_FORWARD, PRIO_TRUSTED, confirm,
-             (remember_connection(protocol, TRUSTED, dip), out), FlowKind.CONNECTION,
-             f"confirm-{protocol}:{dip}"),
-    }
-    if protocol == "tcp":  # a SYN that found an older connection's entry replaces it
-        syn = {"tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)}
-        flows |= {
-            Flow(T_PIN, PRIO_RELEARN_TRUSTED, match(**ip, **syn, **{TRUST_REG: TRUSTED}),
-                 (remember_connection(protocol, UNTRUSTED, dip, PRIO_TRUSTED), out),
-                 FlowKind.CONNECTION, f"replace-trusted-{protocol}:{dip}"),
-            Flow(T_PIN, PRIO_RELEARN, match(**ip, **syn, **{TRUST_REG: UNTRUSTED}),
-                 (remember_connection(protocol, UNTRUSTED, dip), out),
-                 FlowKind.CONNECTION, f"replace-{protocol}:{dip}"),
-        }
-    return frozenset(flows)
-
-
-def connection_dips(program: SwitchProgram) -> frozenset[str]:
-    """The DIPs whose connection entries a Mux program keeps (the others' may be deleted)."""
-    return frozenset(f.owner.split(":", 1)[1] for f in program.flows
-                     if f.kind == FlowKind.CONNECTION and f.owner.startswith("pin-"))
+def connection_flows(dip: str, host: str) -> frozenset[Flow]:
+    """Tables 1 and 3 for one DIP: a tracked packet whose connection carries the DIP's mark
+    goes to it; a new connection the group sent to it is committed with that mark (in the
+    zone conntrack saw it in: its VIP's), then sent."""
+    mark = ip_int(dip)
+    return frozenset({
+        Flow(T_CONNECTIONS, PRIO_KNOWN, match(ct_state=TRACKED, ct_mark=mark),
+             (SetField("tun_ipv4_dst", host), SetField("tunnel_id", mark), Resubmit(T_EGRESS)),
+             FlowKind.CONNECTION, f"known:{dip}"),
+        Flow(T_PIN, PRIO_ENDPOINT,
+             match(eth_type=ETH_TYPE_IP, tunnel_id=mark, ct_state=TRACKED),
+             (Ct(commit=True, zone_field="ct_zone", mark=mark), Resubmit(T_EGRESS)),
+             FlowKind.CONNECTION, f"pin:{dip}"),
+    })
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -284,31 +243,33 @@ def compile_mux_int(services: Services, inv: Inventory,
                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "no-entry"),
-
-        Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        Flow(T_PIN, PRIO_HALF_OPEN,
-             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
-                   tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
-             (Resubmit(T_EGRESS),), FlowKind.DEFAULT, "syn-learns-nothing"),
-        Flow(T_FORWARD, PRIO_VIP, match(**{TRUST_REG: 0}), (Resubmit(T_SELECT),),
+        Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        # a new connection, or one whose DIP is gone (no flow for its mark), is hashed
+        Flow(T_CONNECTIONS, PRIO_NEW, match(ct_state=TRACKED), (Resubmit(T_SELECT),),
              FlowKind.DEFAULT, "new-connection"),
-        Flow(T_FORWARD, PRIO_NEW_SYN,
-             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"],
+        # a SYN is always hashed, and its commit replaces the mark an older connection on the
+        # same 5-tuple left (its FIN unseen by this Mux), so the new one never follows it
+        Flow(T_CONNECTIONS, PRIO_SYN,
+             match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO["tcp"], ct_state=TRACKED,
                    tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
              (Resubmit(T_SELECT),), FlowKind.DEFAULT, "syn-is-new"),
-        Flow(T_FORWARD, PRIO_DEFAULT, match(), (Resubmit(T_EGRESS),), FlowKind.DEFAULT,
-             "known-connection"),
+        Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        # a first fragment from the agent was not tracked (conntrack cannot without the
+        # rest): it is placed by the hash, committing nothing
+        Flow(T_PIN, PRIO_FRAGMENT, match(**{FROM_AGENT_REG: 1}), (Resubmit(T_EGRESS),),
+             FlowKind.DEFAULT, "fragment-commits-nothing"),
     }
     groups = set()
     meters = set()
     metered = meter_ids(services.vips)
+    zones = vip_zones(services.vips)
+    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
     # every backend that is not inactive keeps its connections (a draining one too)
     dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
-            if be.state != "inactive"}
+            if be.state != "inactive" and be.address in host_of}
     for dip in dips:
-        flows |= connection_flows("tcp", dip) | connection_flows("udp", dip)
+        flows |= connection_flows(dip, host_of[dip])
     for vip in services.vips:
         flows.add(Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
                        (), FlowKind.VIP_NO_ENDPOINT, vip.address))
@@ -325,15 +286,14 @@ def compile_mux_int(services: Services, inv: Inventory,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
                       **{port_field: ep.port}),
-                (*limit, Resubmit(T_CONNECTIONS), Resubmit(T_FORWARD)), FlowKind.VIP_ENDPOINT,
-                endpoint_key(vip, ep)))
+                (*limit, Ct(zone=zones[vip.address], table=T_CONNECTIONS)),
+                FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
             flows.add(Flow(
                 T_SELECT, PRIO_ENDPOINT,
                 match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[ep.protocol],
                       ipv4_dst=vip.address, **{port_field: ep.port}),
                 (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT,
                 f"select:{endpoint_key(vip, ep)}"))
-    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
     for dip, blocks in sorted((snat or {}).items()):
         if dip in host_of:
             flows |= snat_return_flows(blocks, host_of[dip])
@@ -361,9 +321,10 @@ def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
               Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "to-agent"),
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_FIRST),
-             # as if from the patch port; which also lets the echo out of the port it came in
+             # as if from the patch port (which also lets the echo out of the port it came
+             # in), to the hash: conntrack would hold a fragment for the rest of its datagram
              (SetField(FROM_AGENT_REG, 1), SetField("in_port", INT_PATCH_OFPORT),
-              Resubmit(T_CLASSIFY)),
+              Resubmit(T_SELECT)),
              FlowKind.FRAGMENT, "first"),
         Flow(T_EGRESS, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "out"),

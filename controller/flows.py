@@ -97,10 +97,16 @@ class Nat:
 
 @dataclass(frozen=True)
 class Ct:
-    zone: int
+    """Send the packet through conntrack in `zone` (or, with `zone_field`, the zone that
+    field holds: "ct_zone" is the one the packet was last tracked in); `commit` stores the
+    connection, with `mark` (32 bits) as its ct_mark when given."""
+
+    zone: int = 0
     commit: bool = False
     table: int | None = None  # recirculate to this table after conntrack
     nat: Nat | None = None
+    zone_field: str | None = None
+    mark: int | None = None
 
 
 @dataclass(frozen=True)

@@ -86,27 +86,32 @@ def _action(action: Action) -> list[Any]:
         # NXAST_RESUBMIT_TABLE carries a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT.
         return [parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)]
     if isinstance(action, Ct):
-        nat_actions = []
+        exec_actions = []
         if action.nat is not None:
             nat = action.nat
             if nat.dst_address is not None:
-                nat_actions.append(parser.NXActionNAT(
+                exec_actions.append(parser.NXActionNAT(
                     flags=NX_NAT_F_DST,
                     range_ipv4_min=nat.dst_address, range_ipv4_max=nat.dst_address,
                     range_proto_min=nat.dst_port, range_proto_max=nat.dst_port))
             elif nat.src_address is not None:
                 low, high = nat.src_ports or (None, None)
-                nat_actions.append(parser.NXActionNAT(
+                exec_actions.append(parser.NXActionNAT(
                     flags=NX_NAT_F_SRC,
                     range_ipv4_min=nat.src_address, range_ipv4_max=nat.src_address,
                     range_proto_min=low, range_proto_max=high))
             else:
-                nat_actions.append(parser.NXActionNAT(flags=0))
+                exec_actions.append(parser.NXActionNAT(flags=0))
+        if action.mark is not None:
+            exec_actions.append(parser.OFPActionSetField(ct_mark=action.mark))
+        zone_src, zone = "", action.zone
+        if action.zone_field is not None:  # the zone a field holds (16 bits of it)
+            zone_src, zone = action.zone_field, nicira_ext.ofs_nbits(0, 15)
         return [parser.NXActionCT(
             flags=nicira_ext.NX_CT_F_COMMIT if action.commit else 0,
-            zone_src="", zone_ofs_nbits=action.zone,
+            zone_src=zone_src, zone_ofs_nbits=zone,
             recirc_table=nicira_ext.NX_CT_RECIRC_NONE if action.table is None else action.table,
-            alg=0, actions=nat_actions)]
+            alg=0, actions=exec_actions)]
     if isinstance(action, Learn):
         specs: list[Any] = [
             parser.NXFlowSpecMatch(src=value, dst=(name, 0), n_bits=bits)

@@ -30,23 +30,20 @@ MUX_PHY = (
 )
 MUX_INT = (
     _t(0, "classify", "in_port eth_type ip_proto ipv4_dst tcp_dst udp_dst ip_frag eth_dst reg4",
-       "a VIP endpoint's packets look up their connection (table 1), then go on to table 4; "
+       "a VIP endpoint's packets go through conntrack in their VIP's zone, then to table 1; "
        "a VIP port with no endpoint is dropped and counted; IP fragments go to the Mux "
        "agent's fragment port, which sends a datagram's first fragment back to be placed "
        "(reg4 = 1) and its later ones with the first's DIP in their eth_dst (02:a8 + DIP)"),
-    _t(1, "connections", "eth_type ip_proto",
-       "learned: one entry per connection (5-tuple) that loads its DIP's tunnel fields and "
-       "its trust (reg3: 1 untrusted, 2 trusted); no entry leaves reg3 = 0"),
+    _t(1, "connections", "ct_state ct_mark eth_type ip_proto tcp_flags",
+       "after conntrack (the VIP's zone): a connection marked with a DIP that is still a "
+       "backend goes to it (tunnel fields, then 5); a new one, one whose DIP is gone, and "
+       "every TCP SYN go to 2"),
     _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
        "a new connection: the endpoint's consistent-hash select group; the bucket sets "
        "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),
-    _t(3, "pin", "eth_type ip_proto tcp_flags tunnel_id reg3",
-       "a SYN: out of the GRE port, no state, unless it found an older connection's entry, "
-       "which it overwrites; else learn the connection's untrusted entry in table 1; then "
-       "out of the GRE port"),
-    _t(4, "forward", "reg3 eth_type ip_proto tcp_flags tunnel_id",
-       "no entry, or a SYN: to table 2; an untrusted entry's first non-SYN packet learns "
-       "the trusted entry; then out of the GRE port"),
+    _t(3, "pin", "eth_type tunnel_id ct_state reg4",
+       "commit the connection in its zone with the DIP as its mark, then to 5; a first "
+       "fragment from the Mux agent (untracked) commits nothing"),
     _t(5, "egress", "reg4 tunnel_id",
        "out of the GRE port; a first fragment from the Mux agent (reg4 = 1) is also echoed "
        "to the agent with its DIP in its eth_dst"),

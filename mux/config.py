@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ananta.config import StrictModel, load_yaml_file
 from ananta.controller.model import IPv4
@@ -32,17 +32,19 @@ class MuxConfig(NodeConfig):
     # Announce only while the Manager's leader renewed this Mux's lease this recently. Longer
     # than a Manager failover (0.3-2 s here), or every Mux would withdraw during one.
     lease_timeout: Annotated[float, Field(ge=1, le=60)] = 5.0
-    # Connection entries this Mux keeps (br-int table 1); ~1 KB each in userspace OVS.
+    # Connections this Mux tracks (OVS conntrack entries, a few hundred bytes each), in all
+    # and per VIP (each VIP has a conntrack zone of its own, so a flood on one VIP cannot
+    # take another's share). A new connection over its VIP's limit is still sent by the
+    # hash, without an entry.
     connection_limit: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
+    connection_limit_per_vip: Annotated[int, Field(ge=10, le=10_000_000)] = 50_000
 
-
-def connection_table(config: MuxConfig) -> dict[int, dict[str, Any]]:
-    """br-int's Flow_Table settings: cap the connection table (table 1) and make OVS evict
-    fairly between VIPs when it is full: it evicts from the VIP (ipv4_dst) with the most
-    entries, soonest-to-expire first (untrusted entries, then idle ones), so a flood on one
-    VIP cannot push out another VIP's entries."""
-    return {1: {"name": "connections", "flow_limit": config.connection_limit,
-                "overflow_policy": "evict", "groups": ["NXM_OF_IP_DST[]"]}}
+    @model_validator(mode="after")
+    def _per_vip_within_total(self) -> MuxConfig:
+        if self.connection_limit_per_vip > self.connection_limit:
+            raise ValueError(f"connection_limit_per_vip ({self.connection_limit_per_vip}) is "
+                             f"above connection_limit ({self.connection_limit})")
+        return self
 
 
 def load_mux_config(path: str) -> MuxConfig:

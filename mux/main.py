@@ -18,7 +18,8 @@ from ananta.agent import agent_arguments, keep_converged, load_or_report, ovs_en
 from ananta.bgp.commands import EXABGP_ENV, BgpPeer, exabgp_config
 from ananta.bridges import BR_PHY, FRAG_PORT, INT_FRAG_OFPORT
 from ananta.mux import fragport
-from ananta.mux.config import MuxConfig, connection_table, load_mux_config
+from ananta.mux.config import MuxConfig, load_mux_config
+from ananta.mux.conntrack import ConntrackSettings
 from ananta.node import InterfaceSpec, bridge_specs, kernel_neighbor_mac, ovs_has_tunnel_neighbor
 from ananta.shell import CommandFailed, run
 
@@ -86,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         return config
     speaker: subprocess.Popen[bytes] | None = None
     conf_path = ""
+    conntrack = ConntrackSettings(config)
 
     def tend() -> None:
-        """After every check of the bridges: the tunnel next hop, and ExaBGP running."""
+        """After every check of the bridges: conntrack's settings, the tunnel next hop, and
+        ExaBGP running."""
         nonlocal speaker, conf_path
+        conntrack.check()
         keep_tunnel_neighbor(config)
         if speaker is None or speaker.poll() is not None:
             if speaker is not None:
@@ -110,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     frag_port = InterfaceSpec(FRAG_PORT, {"type": "internal", "ofport_request": INT_FRAG_OFPORT,
                                           "mtu_request": config.uplink.mtu})
-    specs = bridge_specs(config, int_flow_tables=connection_table(config),
-                         int_extra_ports=(frag_port,))
-    if not args.once:
-        fragport.start(threading.Event())
-    return keep_converged(config, specs, (), args.once, tend)
+    specs = bridge_specs(config, int_extra_ports=(frag_port,))
+    if args.once:
+        code = keep_converged(config, specs, (), True, tend)
+        conntrack.check()
+        return code
+    fragport.start(threading.Event())
+    return keep_converged(config, specs, (), False, tend)
 
 
 if __name__ == "__main__":

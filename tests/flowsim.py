@@ -78,14 +78,20 @@ def _tuple(pkt: Packet) -> tuple[Any, ...]:
 class Conntrack:
     # zone -> {original tuple: reply tuple}
     entries: dict[int, dict[tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=dict)
+    marks: dict[tuple[int, tuple[Any, ...]], int] = field(default_factory=dict)
 
     def process(self, pkt: Packet, ct: Ct) -> None:
-        zone = self.entries.setdefault(ct.zone, {})
+        zone_id = pkt.get(ct.zone_field, 0) if ct.zone_field else ct.zone
+        zone = self.entries.setdefault(zone_id, {})
+        pkt["ct_zone"] = zone_id
         t = _tuple(pkt)
         p = _l4(pkt)
         replies = {r: o for o, r in zone.items()}
         if t in zone:  # original direction of a known connection
             pkt["ct_state"] = CT_TRK | CT_EST
+            if ct.commit and ct.mark is not None:  # a commit may change a connection's mark
+                self.marks[(zone_id, t)] = ct.mark
+            pkt["ct_mark"] = self.marks.get((zone_id, t), 0)
             reply = zone[t]
             if ct.nat is not None:
                 pkt["ipv4_dst"], pkt[f"{p}_dst"] = reply[0], reply[3]
@@ -96,7 +102,10 @@ class Conntrack:
                 pkt["ipv4_src"], pkt[f"{p}_src"] = orig[1], orig[4]
         else:
             pkt["ct_state"] = CT_TRK | CT_NEW
+            pkt["ct_mark"] = 0
             if ct.commit:
+                if ct.mark is not None:
+                    self.marks[(zone_id, t)] = pkt["ct_mark"] = ct.mark
                 if ct.nat is not None and ct.nat.dst_address is not None:
                     pkt["ipv4_dst"] = ct.nat.dst_address
                     if ct.nat.dst_port is not None:

@@ -133,7 +133,7 @@ class Rig:
                     "managers": [f"{MGMT[MUX_NS]}:6653"]}
 
         mux = {**node(MUX_NS, HV_NS), "run_dir": self.node_dir(MUX_NS),
-               "connection_limit": 200,  # small, for the eviction test
+               "connection_limit_per_vip": 100,  # small, for the flood test
                "bgp": {"local_as": 65100, "peers": [{"address": "198.18.250.2",
                                                      "peer_as": 65011}]}}
         hv = {**node(HV_NS, MUX_NS), "vms": [

@@ -6,13 +6,20 @@ import ipaddress
 import json
 import random
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from ananta.controller.compile_mux import FRAGMENT_METER_ID, bucket_id, chosen_dip, endpoint_group
+from ananta.controller.compile_mux import (
+    FRAGMENT_METER_ID,
+    bucket_id,
+    chosen_dip,
+    endpoint_group,
+    vip_zones,
+)
 from ananta.controller.flows import ip_int
 from tests.ovs.rig import API, HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
 
@@ -119,86 +126,89 @@ def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) ->
     rig.wait_programmed()
 
 
-def test_a_syn_learns_nothing_its_ack_an_untrusted_entry_then_trusted(rig: Rig) -> None:
-    """Real packets generated into the Mux (`ofproto/trace -generate` runs learn())."""
-    def send(flags: str) -> None:
-        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
-                "in_port=1,tcp,nw_src=198.51.100.77,nw_dst=203.0.113.10,tp_src=45000,"
-                f"tp_dst=80,tcp_flags={flags}")
-
-    def entries() -> list[str]:
-        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                       "table=1,tcp,nw_src=198.51.100.77")
-        return sorted(line for line in dump.splitlines() if "tp_src=45000" in line)
-
-    send("0x002")
-    assert entries() == []  # a half-open connection holds no state
-    send("0x010")
-    (untrusted,) = entries()
-    assert "idle_timeout=10," in untrusted and "priority=100," in untrusted, untrusted
-    assert "set_field:0x1->reg3" in untrusted and "fin_timeout(idle_timeout=5)" in untrusted
-    send("0x018")
-    trusted = [e for e in entries() if "priority=110," in e]
-    assert len(trusted) == 1 and "idle_timeout=300," in trusted[0], entries()
-    assert "set_field:0x2->reg3" in trusted[0]
-    tunnel = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", untrusted)
-    assert tunnel and tunnel.group(1) in trusted[0]  # the same DIP
+def send(rig: Rig, src: str, sport: int, flags: str, vip: str = "203.0.113.10",
+         count: int = 0) -> None:
+    """TCP segments from the router's side of the Mux's uplink (see tests/ovs/frames.py)."""
+    rig.ovs(HV_NS, sys.executable, "-m", "tests.ovs.frames", "uplink", src, vip, str(sport),
+            "80", flags, *([str(count)] if count else []))
 
 
-def test_a_syn_overwrites_an_older_connections_entry_in_place(rig: Rig) -> None:
-    """OVS's learn() on an existing entry replaces its actions and cookie (the DIP): a SYN
-    on a 5-tuple that still has an entry rewrites it, here to the same DIP, as untrusted."""
-    def send(flags: str) -> None:
-        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
-                "in_port=1,tcp,nw_src=198.51.100.78,nw_dst=203.0.113.10,tp_src=45001,"
-                f"tp_dst=80,tcp_flags={flags}")
-
-    def entry(priority: int) -> str:
-        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                       "table=1,tcp,nw_src=198.51.100.78")
-        (line,) = [e for e in dump.splitlines() if f"priority={priority}," in e]
-        return line
-
-    for flags in ("0x002", "0x010", "0x018"):
-        send(flags)
-    assert "set_field:0x2->reg3" in entry(110)
-    send("0x002")  # a new connection on the same 5-tuple
-    again = entry(110)
-    assert "set_field:0x1->reg3" in again and "idle_timeout=300," in again, again
-    send("0x018")
-    assert "set_field:0x2->reg3" in entry(110)
+def conntrack(rig: Rig, src: str) -> list[dict[str, int]]:
+    """The Mux's conntrack entries from `src`: sport, zone, mark, timeout (s left)."""
+    dump = rig.ovs(MUX_NS, "ovs-appctl", "dpctl/dump-conntrack", "-s")
+    return [{"sport": int(m[0]), "zone": int(m[1]), "timeout": int(m[2]), "mark": int(m[3])}
+            for m in re.findall(rf"orig=\(src={re.escape(src)},dst=[\d.]+,sport=(\d+),.*?"
+                                r"zone=(\d+),timeout=(\d+),mark=(\d+)", dump)]
 
 
-def test_a_syn_flood_on_one_vip_cannot_evict_another_vips_connections(rig: Rig) -> None:
-    """The Mux's connection table holds 200 entries here. VIP .10 has 30 confirmed
-    connections (60 entries); 300 ACKs of unknown connections to VIP .11 overflow the
-    table, and OVS evicts only .11's entries (the VIP with the most)."""
+def zone_of(rig: Rig, vip: str) -> int:
+    return vip_zones(rig.services().vips)[vip]
+
+
+def test_a_connection_is_tracked_in_its_vips_zone_and_trusted_once_it_is_more_than_a_syn(
+        rig: Rig) -> None:
+    """The SYN commits the connection in its VIP's zone, marked with the DIP the group chose
+    (the oracle's); the zone's timeout policy (set by the Mux agent) keeps an entry that saw
+    only a SYN 10 s, one that saw more 300 s, and one that saw an RST 5 s."""
+    vip = rig.services().vips[0]
+    dip = chosen_dip(endpoint_group(vip, vip.endpoints[0], rig.inventory), "198.51.100.77",
+                     "203.0.113.10", "tcp", 45000, 80)
+    send(rig, "198.51.100.77", 45000, "0x002")
+    (entry,) = conntrack(rig, "198.51.100.77")
+    assert entry["zone"] == zone_of(rig, "203.0.113.10") and entry["mark"] == ip_int(str(dip))
+    assert entry["timeout"] <= 10, entry  # untrusted
+    send(rig, "198.51.100.77", 45000, "0x010,0x018")
+    (entry,) = conntrack(rig, "198.51.100.77")
+    assert 10 < entry["timeout"] <= 300 and entry["mark"] == ip_int(str(dip)), entry  # trusted
+    send(rig, "198.51.100.77", 45000, "0x014")
+    (entry,) = conntrack(rig, "198.51.100.77")
+    assert entry["timeout"] <= 5, entry
+
+
+def test_a_connection_whose_backend_left_is_hashed_again_and_marked_with_the_new_one(
+        rig: Rig) -> None:
+    """A removed backend's connections are not followed into the void: their next packet
+    has no flow for its mark, is hashed to a live backend and committed again with it."""
+    vip = rig.services().vips[0]
+    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
+    sport = next(p for p in range(47000, 47100)
+                 if chosen_dip(group, "198.51.100.8", "203.0.113.10", "tcp", p, 80) == VM_IPS[1])
+    send(rig, "198.51.100.8", sport, "0x002,0x010")
+    assert [e["mark"] for e in conntrack(rig, "198.51.100.8")] == [ip_int(VM_IPS[1])]
+    try:
+        assert rig.write_services(services(backend_ips=(VM_IPS[0],))).returncode == 0
+        rig.wait_programmed()
+        send(rig, "198.51.100.8", sport, "0x018")
+        assert [e["mark"] for e in conntrack(rig, "198.51.100.8")] == [ip_int(VM_IPS[0])]
+    finally:
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()
+
+
+def test_a_syn_flood_on_one_vip_cannot_take_another_vips_share(rig: Rig) -> None:
+    """Each VIP's connections are limited to 100 here (per zone). 300 spoofed SYNs to VIP .11
+    fill .11's zone to its limit and no further; VIP .10 keeps its 20 connections and still
+    takes new ones."""
     data = services()
     data["vips"].append({**services(vip="203.0.113.11")["vips"][0], "name": "flooded"})
     assert rig.write_services(data).returncode == 0
     rig.wait_programmed()
 
-    def packet(vip: str, sport: int, flags: int) -> None:
-        rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
-                f"in_port=1,tcp,nw_src=198.51.100.9,nw_dst={vip},tp_src={sport},tp_dst=80,"
-                f"tcp_flags={flags:#x}")
-
-    def entries(vip: str) -> int:
-        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                       f"table=1,tcp,nw_src=198.51.100.9,nw_dst={vip}")
-        return sum(1 for line in dump.splitlines() if "tp_src=" in line)
+    def counts() -> Counter[int]:
+        return Counter(e["zone"] for e in conntrack(rig, "198.51.100.9"))
 
     try:
-        for sport in range(20000, 20030):
-            packet("203.0.113.10", sport, 0x002)
-            packet("203.0.113.10", sport, 0x010)  # untrusted entry
-            packet("203.0.113.10", sport, 0x018)  # trusted entry
-        assert entries("203.0.113.10") == 60
-        for sport in range(30000, 30300):  # (SYNs alone would make no entry at all)
-            packet("203.0.113.11", sport, 0x010)
-        assert entries("203.0.113.10") == 60
-        assert 0 < entries("203.0.113.11") <= 200 - 60  # (the table holds a few others too)
+        calm, flooded = zone_of(rig, "203.0.113.10"), zone_of(rig, "203.0.113.11")
+        send(rig, "198.51.100.9", 20000, "0x002", count=20)
+        send(rig, "198.51.100.9", 30000, "0x002", vip="203.0.113.11", count=300)
+        time.sleep(0.2)
+        assert counts() == {calm: 20, flooded: 100}, (counts(), rig.ovs(
+            MUX_NS, "ovs-appctl", "dpctl/ct-get-limits", f"zone={calm},{flooded}"))
+        send(rig, "198.51.100.9", 20100, "0x002", count=5)
+        time.sleep(0.2)
+        assert counts()[calm] == 25
     finally:
+        rig.ovs(MUX_NS, "ovs-appctl", "dpctl/flush-conntrack")
         assert rig.write_services(services()).returncode == 0
         rig.wait_programmed()
 
@@ -274,38 +284,3 @@ def test_a_vms_outbound_connection_leaves_as_vip_port_of_its_snat_block(rig: Rig
     out = rig.trace(HV_NS, "br-int", f"in_port=1,tun_id={ip_int(VM_IPS[0])},tcp,"
                     f"nw_src=198.51.100.99,nw_dst=203.0.113.10,tp_src=9000,tp_dst={port}")
     assert "ct(table=4,zone=10,nat)" in out, out
-
-
-def test_a_removed_backends_connection_entries_are_deleted(rig: Rig) -> None:
-    """Entries of a removed backend go (their next packets are hashed to a live backend);
-    the other backends' entries stay."""
-    vip = rig.services().vips[0]
-    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
-    sports: dict[str, int] = {}
-    for sport in range(47000, 47100):
-        sports.setdefault(str(chosen_dip(group, "198.51.100.8", "203.0.113.10", "tcp", sport,
-                                         80)), sport)
-    assert set(sports) == set(VM_IPS)
-    for sport in sports.values():
-        for flags in ("0x002", "0x010", "0x018"):  # SYN; ACK: untrusted; data: trusted
-            rig.ovs(MUX_NS, "ovs-appctl", "ofproto/trace", "-generate", "br-phy",
-                    f"in_port=1,tcp,nw_src=198.51.100.8,nw_dst=203.0.113.10,tp_src={sport},"
-                    f"tp_dst=80,tcp_flags={flags}")
-
-    def entries(dip: str) -> int:
-        dump = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int",
-                       "table=1,tcp,nw_src=198.51.100.8")
-        return sum(1 for line in dump.splitlines() if f"{ip_int(dip):#x}->tun_id" in line)
-
-    assert entries(VM_IPS[0]) == 2 and entries(VM_IPS[1]) == 2  # untrusted + trusted each
-    try:
-        assert rig.write_services(services(backend_ips=(VM_IPS[0],))).returncode == 0
-        rig.wait_programmed()
-        deadline = time.monotonic() + 5
-        while entries(VM_IPS[1]):
-            assert time.monotonic() < deadline, rig.manager_log()[-2000:]
-            time.sleep(0.1)
-        assert entries(VM_IPS[0]) == 2
-    finally:
-        assert rig.write_services(services()).returncode == 0
-        rig.wait_programmed()

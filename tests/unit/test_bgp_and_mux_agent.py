@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ananta.bgp.commands import BgpPeer, announce, exabgp_config, route_changes, withdraw
+from ananta.config import InvalidConfig, parse
 from ananta.controller.flows import lease_cookie, parse_lease_cookie
+from ananta.mux.config import MuxConfig
 from ananta.mux.programmed import DRAIN_PREPEND, Lease, PhyView, read_phy_dump, routes_wanted
+from ananta.topologies import configs
+from ananta.topologies.spec import LabSpec, build_plan
 
 
 def test_route_changes_withdraw_first_then_announce() -> None:
@@ -124,3 +130,30 @@ def test_bridge_specs_say_what_ovsdb_must_hold() -> None:
     assert ports["gre0"]["ofport_request"] == INT_GRE_OFPORT
     assert ports["gre0"]["options"] == {"remote_ip": "flow", "key": "flow"}
     assert int_.flow_tables == {1: {"name": "connections"}} and phy.flow_tables == {}
+
+
+
+def mux_config(**limits: int) -> MuxConfig:
+    """The lab's mux1 config with other connection limits."""
+    plan = build_plan(LabSpec())
+    data = configs.mux_config(plan, plan.nodes["mux1"], "/run/x")
+    return parse(MuxConfig, {**data, **limits}, "mux1")
+
+
+def test_the_mux_gives_every_vip_zone_its_own_connection_limit() -> None:
+    from ananta.bridges import MUX_CT_ZONES
+    from ananta.mux.conntrack import runtime_commands, zone_limits
+
+    config = mux_config(connection_limit=1000, connection_limit_per_vip=100)
+    maxconns, limits, seq = runtime_commands(config)
+    assert maxconns[-2:] == ["dpctl/ct-set-maxconns", "1000"]
+    assert limits[1] == "dpctl/ct-set-limits" and len(limits) == 2 + MUX_CT_ZONES
+    assert limits[2] == "zone=1,limit=100" and limits[-1] == f"zone={MUX_CT_ZONES},limit=100"
+    assert seq[-1] == "dpctl/ct-disable-tcp-seq-chk"
+    assert zone_limits("default limit=0\nzone=1,limit=100,count=3\nzone=4096,limit=100,count=0"
+                       ) == {1: 100, 4096: 100}
+
+
+def test_a_per_vip_connection_limit_above_the_total_is_refused() -> None:
+    with pytest.raises(InvalidConfig, match="connection_limit_per_vip"):
+        mux_config(connection_limit=1000, connection_limit_per_vip=2000)

@@ -23,16 +23,12 @@ from ananta.controller.compile_host import (
 )
 from ananta.controller.compile_mux import (
     FRAGMENT_METER_ID,
-    PRIO_TRUSTED,
-    PRIO_UNTRUSTED,
     TCP_SYN,
-    TRUST_REG,
-    TRUSTED,
-    UNTRUSTED,
     chosen_dip,
     compile_mux_int,
     compile_mux_phy,
     endpoint_group,
+    vip_zones,
 )
 from ananta.controller.desired import desired_programs
 from ananta.controller.flows import (
@@ -228,7 +224,9 @@ def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
     for sport in range(30000, 30200):
         out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
         first[sport] = int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"]
-    assert len(int_.learned) == 200  # one entry per connection
+    zone = vip_zones(demo_services().vips)[VIP]
+    assert set(int_.conntrack.entries) == {zone}  # the VIP's zone
+    assert len(int_.conntrack.entries[zone]) == 200  # one entry per connection
     # drain the DIP that took the first connection: new connections avoid it, live ones stay
     drained = next(be for be in demo_services().vips[0].endpoints[0].backends
                    if ip_int(be.address) == first[30000])
@@ -245,33 +243,52 @@ def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
         assert int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"] != first[30000]
 
 
-def test_a_syn_makes_no_entry_the_handshake_ack_an_untrusted_one_then_trusted() -> None:
-    phy, int_ = mux_pair(demo_services())
+def test_a_connection_is_tracked_in_its_vips_zone_marked_with_its_dip() -> None:
+    """The SYN commits the connection with its DIP as the mark; every later packet follows
+    the mark. Each VIP has a zone of its own, so a SYN flood on one fills only its zone
+    (whose limit, and the trust timeouts, are OVS's: tested in the ovs tier)."""
+    services = demo_services()
+    other = services.vips[0].model_copy(update={"name": "other", "address": "203.0.113.77"})
+    services = Services(vips=[services.vips[0], other])
+    phy, int_ = mux_pair(services)
+    zones = vip_zones(services.vips)
+    assert zones[VIP] != zones[other.address]
 
-    def send(sport: int, flags: int) -> int:
-        out = phy.receive(tcp(CLIENT, VIP, sport, 80, tcp_flags=flags), PHY_UPLINK_OFPORT)
+    def send(sport: int, flags: int, vip: str = VIP) -> int:
+        out = phy.receive(tcp(CLIENT, vip, sport, 80, tcp_flags=flags), PHY_UPLINK_OFPORT)
         (port, pkt), = int_.receive(out[0][1], INT_PATCH_OFPORT)
         assert port == INT_GRE_OFPORT
         return int(pkt["tunnel_id"])
 
-    def entries(sport: int) -> list[tuple[int, int]]:
-        """(priority, trust) of the connection's entries."""
-        return sorted((f.priority, next(a.value for a in f.actions if a.field == TRUST_REG))
-                      for f in int_.learned if ("tcp_src", sport) in f.match)
-
     dip = send(50000, TCP_SYN)
-    assert entries(50000) == []  # a half-open connection holds no state
+    key = (CLIENT, VIP, 6, 50000, 80)
+    assert int_.conntrack.marks[(zones[VIP], key)] == dip
     assert send(50000, TCP_SYN) == dip  # a retransmitted SYN: hashed the same way
-    assert send(50000, 0x010) == dip  # the handshake's ACK
-    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED)]
-    assert send(50000, 0x018) == dip  # the request
-    assert entries(50000) == [(PRIO_UNTRUSTED, UNTRUSTED), (PRIO_TRUSTED, TRUSTED)]
-    assert send(50000, 0x018) == dip
-    assert len(entries(50000)) == 2
-    # SYNs alone (a flood) make no entry at all
-    for sport in range(51000, 51050):
+    for flags in (0x010, 0x018, 0x018, 0x011):
+        assert send(50000, flags) == dip
+    assert send(60000, TCP_SYN, other.address)
+    for sport in range(51000, 51050):  # a flood on VIP
         send(sport, TCP_SYN)
-    assert not [f for f in int_.learned if f.match and dict(f.match).get("tcp_src", 0) >= 51000]
+    assert len(int_.conntrack.entries[zones[VIP]]) == 51
+    assert len(int_.conntrack.entries[zones[other.address]]) == 1
+
+
+def test_a_connection_whose_dip_left_is_hashed_to_a_live_one_and_marked_again() -> None:
+    inv = default_inventory()
+    phy, int_ = mux_pair(demo_services())
+
+    def send(sport: int, flags: int) -> int:
+        out = phy.receive(tcp(CLIENT, VIP, sport, 80, tcp_flags=flags), PHY_UPLINK_OFPORT)
+        return int(int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"])
+
+    old = send(53000, TCP_SYN)
+    data = yaml.safe_load(demo_services_text())
+    ep = data["vips"][0]["endpoints"][0]
+    ep["backends"] = [be for be in ep["backends"] if ip_int(be["address"]) != old]
+    int_.program = compile_mux_int(parse_yaml_text(Services, yaml.safe_dump(data), "t"), inv)
+    new = send(53000, 0x010)
+    assert new != old
+    assert [send(53000, 0x018) for _ in range(3)] == [new] * 3
 
 
 def test_a_new_connection_on_an_old_ones_5_tuple_never_follows_its_stale_entry() -> None:
