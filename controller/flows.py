@@ -54,7 +54,7 @@ class FlowKind(enum.IntEnum):
     ARP = 7  # host br-int: answer the VM's ARP for its gateway
     ROUTER_MAC = 8  # host br-phy: learn the router's MAC, send DSR replies to it
     PROBE = 9  # host br-int: the host agent's health probes to its VMs, and their replies
-    CONNECTION = 10  # mux br-int: per-connection entries pinning a connection to its DIP
+    CONNECTION = 10  # mux br-int: a tracked connection to its DIP (by ct_mark), and commits
     SNAT = 11  # host br-int: a DIP's outbound connections leave as VIP:port of its blocks
     SNAT_RETURN = 12  # mux br-int: return traffic to a SNAT block goes to the DIP's host
     FRAGMENT = 13  # IP fragments: through the Mux agent (mux); NAT via reassembly (host)
@@ -153,12 +153,8 @@ Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
 
 
 def learned_cookie(kind: FlowKind, tag: int = 0) -> int:
-    """The cookie learn() gives its flows; `tag` (32 bits, e.g. a DIP) lets them be deleted
-    together (mask LEARNED_TAG_MASK)."""
+    """The cookie learn() gives its flows (`tag`: 32 bits of the learner's choosing)."""
     return (LEARNED_TAG << COOKIE_TAG_SHIFT) | (int(kind) << 48) | (tag & 0xFFFFFFFF)
-
-
-LEARNED_TAG_MASK = 0xFFFF0000FFFFFFFF  # tag, kind and the 32-bit tag of a learned cookie
 
 
 def _digest(text: str, size: int) -> int:

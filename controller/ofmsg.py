@@ -184,13 +184,6 @@ def flow_delete_strict(datapath: Any, table: int, priority: int, cookie: int, ma
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
 
 
-def flows_delete_by_cookie(datapath: Any, table: int, cookie: int, mask: int) -> Any:
-    """Delete every flow of `table` whose cookie matches under `mask` (learned ones too)."""
-    return parser.OFPFlowMod(
-        datapath, cookie=cookie, cookie_mask=mask, table_id=table, command=ofp.OFPFC_DELETE,
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
-
-
 def bucket(b: Bucket) -> Any:
     """The os-ken bucket of `b` (what group_mod sends, encoded once: see EncodedBucket)."""
     return parser.OFPBucket(
