@@ -10,7 +10,7 @@ sends every packet straight back; the router routes it back on a second veth pai
 Packets per second = packets arriving back at the source, over the sending time (after a
 1 s warm-up per path, not counted).
 
-- established flows: 64 UDP flows, each already known (connection entry learned), sent as
+- established flows: 64 UDP flows, each already known (tracked by conntrack), sent as
   fast as the source can;
 - new connections: a new source port (or address) per datagram, paced at offered rates of
   2.5k, 5k, 10k, 20k and 40k per second for 2 s each; the figure is the highest rate

@@ -71,6 +71,7 @@ from ananta.controller.snat import SnatBlock
 PRIO_ENDPOINT = 300
 PRIO_VIP = 200
 PRIO_SYN = 250
+PRIO_FIRST_FRAGMENT = 250
 PRIO_KNOWN = 200
 PRIO_NEW = 100
 PRIO_DEFAULT = 0
@@ -255,8 +256,11 @@ def compile_mux_int(services: Services, inv: Inventory,
              (Resubmit(T_SELECT),), FlowKind.DEFAULT, "syn-is-new"),
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
-        # a first fragment from the agent was not tracked (conntrack cannot without the
-        # rest): it is placed by the hash, committing nothing
+        # a first fragment from the agent to an endpoint is placed by the hash (conntrack
+        # would hold it for the rest of its datagram), and commits nothing; one to a SNAT
+        # block matches the block's flow (above this one) like any return packet
+        Flow(T_CLASSIFY, PRIO_FIRST_FRAGMENT, match(**{FROM_AGENT_REG: 1}),
+             (Resubmit(T_SELECT),), FlowKind.FRAGMENT, "first-to-hash"),
         Flow(T_PIN, PRIO_FRAGMENT, match(**{FROM_AGENT_REG: 1}), (Resubmit(T_EGRESS),),
              FlowKind.DEFAULT, "fragment-commits-nothing"),
     }
@@ -285,7 +289,7 @@ def compile_mux_int(services: Services, inv: Inventory,
                 T_CLASSIFY, PRIO_ENDPOINT,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
-                      **{port_field: ep.port}),
+                      **{port_field: ep.port, FROM_AGENT_REG: 0}),
                 (*limit, Ct(zone=zones[vip.address], table=T_CONNECTIONS)),
                 FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
             flows.add(Flow(
@@ -321,10 +325,9 @@ def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
               Output(INT_FRAG_OFPORT)), FlowKind.FRAGMENT, "to-agent"),
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_FRAG_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_FIRST),
-             # as if from the patch port (which also lets the echo out of the port it came
-             # in), to the hash: conntrack would hold a fragment for the rest of its datagram
+             # as if from the patch port; which also lets the echo out of the port it came in
              (SetField(FROM_AGENT_REG, 1), SetField("in_port", INT_PATCH_OFPORT),
-              Resubmit(T_SELECT)),
+              Resubmit(T_CLASSIFY)),
              FlowKind.FRAGMENT, "first"),
         Flow(T_EGRESS, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "out"),

@@ -1,11 +1,11 @@
 """Fragment steering: the Mux agent's half of sending every IP fragment of a datagram to the
 DIP an unfragmented packet of its 5-tuple goes to (pure; the socket is in mux/fragport.py).
 
-OVS cannot place a later fragment: it carries no ports, so it matches no connection entry
-and hashes apart from its first fragment. br-int therefore sends every fragment to a VIP
-out of the fragment port (eth_dst STEERED_MAC), and this agent:
-  - sends a first fragment straight back: it takes br-int's pipeline as its 5-tuple (its
-    connection entry, or the hash) and leaves for its DIP, and br-int echoes it here with
+OVS cannot place a later fragment: it carries no ports, so it hashes apart from its first
+fragment, and conntrack sees it only once its datagram is complete. br-int therefore sends
+every fragment to a VIP out of the fragment port (eth_dst STEERED_MAC), and this agent:
+  - sends a first fragment straight back: br-int places it by the hash of its 5-tuple (as
+    Maglev does fragments) and it leaves for its DIP, and br-int echoes it here with
     that DIP in its eth_dst (02:a8 + the DIP's address; eth_src 02:a8:0:0:0:0;
     controller/compile_mux.py);
   - holds the datagram's later fragments until that echo, then sends them back with those

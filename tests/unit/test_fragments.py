@@ -12,6 +12,7 @@ from ananta.controller.compile_host import T_FRAGMENT_IN, compile_host_int
 from ananta.controller.compile_mux import STEERED_MAC, compile_mux_int
 from ananta.controller.flows import ETH_TYPE_IP, FRAG_ANY, FRAG_LATER, Ct, FlowKind, ip_int
 from ananta.controller.model import Services
+from ananta.controller.snat import SnatBlock
 from ananta.mux.fragments import FragmentSteering
 from tests.flowsim import Switch
 from tests.unit.fixtures import default_inventory, demo_services, demo_services_text
@@ -112,6 +113,7 @@ def test_every_fragment_of_a_datagram_leaves_the_mux_for_the_dip_of_its_5_tuple(
         (gre, out), (agent, echo) = mux.receive(dict(first, eth_dst=STEERED_MAC),
                                                  INT_FRAG_OFPORT)
         assert (gre, agent) == (INT_GRE_OFPORT, INT_FRAG_OFPORT)
+        assert mux.conntrack.entries == {}  # (OVS's conntrack would hold it for the rest)
         assert (out["tunnel_id"], out["tun_ipv4_dst"]) == (
             whole[0][1]["tunnel_id"], whole[0][1]["tun_ipv4_dst"])
         routed = dict(later, eth_dst=echo["eth_dst"], eth_src=echo["eth_src"])
@@ -119,6 +121,19 @@ def test_every_fragment_of_a_datagram_leaves_the_mux_for_the_dip_of_its_5_tuple(
         assert port == INT_GRE_OFPORT
         assert (sent["tunnel_id"], sent["tun_ipv4_dst"]) == (out["tunnel_id"],
                                                              out["tun_ipv4_dst"])
+
+
+def test_a_first_fragment_of_snat_return_traffic_goes_to_the_blocks_dip() -> None:
+    """Return traffic to a SNAT block, fragmented: its first fragment, back from the agent,
+    takes the block's flow (not the hash, not conntrack) and is echoed with the DIP."""
+    dip, host = "10.1.0.11", "198.18.9.2"
+    snat = {dip: (SnatBlock(VIP, 4096, 256, dip),)}
+    mux = Switch(compile_mux_int(udp_services(), default_inventory(), snat=snat))
+    first = udp(53, ip_frag=FRAG_ANY, udp_dst=4100, eth_dst=STEERED_MAC)
+    (gre, out), (agent, echo) = mux.receive(first, INT_FRAG_OFPORT)
+    assert (gre, agent) == (INT_GRE_OFPORT, INT_FRAG_OFPORT)
+    assert (out["tunnel_id"], out["tun_ipv4_dst"]) == (ip_int(dip), host)
+    assert echo["eth_dst"] == "02:a8:0a:01:00:0b" and mux.conntrack.entries == {}
 
 
 def test_a_later_fragment_from_the_agent_without_a_route_goes_nowhere() -> None:
