@@ -33,8 +33,8 @@ GATEWAY_MAC = "02:00:00:00:00:01"
 
 OPENFLOW_PORT = 6653
 
-# A Mux tracks each VIP's connections in a conntrack zone of its own (1..MUX_CT_ZONES; the
-# Manager assigns them, controller/compile_mux.vip_zones), so a flood on one VIP fills only
+# A Mux tracks each VIP's connections in a conntrack zone of its own (1..MUX_CT_ZONES, a hash
+# of the VIP's address: controller/compile_mux.vip_zone), so a flood on one VIP fills only
 # that zone's share (the per-zone limit). The Mux agent gives every one of these zones the
 # timeout policy below. On a Mux conntrack sees only the client's side of a connection (the
 # replies leave the hypervisor straight to the client, DSR), and OVS's userspace conntrack

@@ -122,20 +122,13 @@ def meter_ids(vips: list[Vip]) -> dict[str, int]:
     return out
 
 
-def vip_zones(vips: list[Vip]) -> dict[str, int]:
-    """A conntrack zone for each VIP address, in 1..MUX_CT_ZONES: stable (a hash of the
-    address) and distinct while there are free zones (a collision is resolved in address
-    order); past MUX_CT_ZONES VIPs, some share a zone (and its connection limit)."""
-    taken: set[int] = set()
-    out = {}
-    for address in sorted(v.address for v in vips):
-        zone, salt = stable_id(f"zone:{address}", MUX_CT_ZONES + 1), 0
-        while zone in taken and len(taken) < MUX_CT_ZONES:
-            salt += 1
-            zone = stable_id(f"zone:{address}~{salt}", MUX_CT_ZONES + 1)
-        taken.add(zone)
-        out[address] = zone
-    return out
+def vip_zone(address: str) -> int:
+    """The VIP's conntrack zone on every Mux, in 1..MUX_CT_ZONES: a hash of its address alone,
+    so it never changes while the VIP lives (a VIP whose zone moved would lose its
+    connections' entries). Two VIPs may share a zone, and with it the per-zone connection
+    limit (about N^2/8192 pairs among N VIPs); their entries never mix, as the VIP address is
+    part of every connection's key."""
+    return stable_id(f"zone:{address}", MUX_CT_ZONES + 1)
 
 
 def vip_meter(vip: Vip, meter_id: int) -> Meter:
@@ -267,7 +260,6 @@ def compile_mux_int(services: Services, inv: Inventory,
     groups = set()
     meters = set()
     metered = meter_ids(services.vips)
-    zones = vip_zones(services.vips)
     host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
     # every backend that is not inactive keeps its connections (a draining one too)
     dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
@@ -290,7 +282,7 @@ def compile_mux_int(services: Services, inv: Inventory,
                 match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
                       ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
                       **{port_field: ep.port, FROM_AGENT_REG: 0}),
-                (*limit, Ct(zone=zones[vip.address], table=T_CONNECTIONS)),
+                (*limit, Ct(zone=vip_zone(vip.address), table=T_CONNECTIONS)),
                 FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
             flows.add(Flow(
                 T_SELECT, PRIO_ENDPOINT,

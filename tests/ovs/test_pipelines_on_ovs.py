@@ -18,7 +18,7 @@ from ananta.controller.compile_mux import (
     bucket_id,
     chosen_dip,
     endpoint_group,
-    vip_zones,
+    vip_zone,
 )
 from ananta.controller.flows import ip_int
 from tests.ovs.rig import API, HV_NS, MUX_NS, UNDERLAY, VM_IPS, Rig, services
@@ -141,10 +141,6 @@ def conntrack(rig: Rig, src: str) -> list[dict[str, int]]:
                                 r"zone=(\d+),timeout=(\d+),mark=(\d+)", dump)]
 
 
-def zone_of(rig: Rig, vip: str) -> int:
-    return vip_zones(rig.services().vips)[vip]
-
-
 def test_a_connection_is_tracked_in_its_vips_zone_and_trusted_once_it_is_more_than_a_syn(
         rig: Rig) -> None:
     """The SYN commits the connection in its VIP's zone, marked with the DIP the group chose
@@ -155,7 +151,7 @@ def test_a_connection_is_tracked_in_its_vips_zone_and_trusted_once_it_is_more_th
                      "203.0.113.10", "tcp", 45000, 80)
     send(rig, "198.51.100.77", 45000, "0x002")
     (entry,) = conntrack(rig, "198.51.100.77")
-    assert entry["zone"] == zone_of(rig, "203.0.113.10") and entry["mark"] == ip_int(str(dip))
+    assert entry["zone"] == vip_zone("203.0.113.10") and entry["mark"] == ip_int(str(dip))
     assert entry["timeout"] <= 10, entry  # untrusted
     send(rig, "198.51.100.77", 45000, "0x010,0x018")
     (entry,) = conntrack(rig, "198.51.100.77")
@@ -198,7 +194,7 @@ def test_a_syn_flood_on_one_vip_cannot_take_another_vips_share(rig: Rig) -> None
         return Counter(e["zone"] for e in conntrack(rig, "198.51.100.9"))
 
     try:
-        calm, flooded = zone_of(rig, "203.0.113.10"), zone_of(rig, "203.0.113.11")
+        calm, flooded = vip_zone("203.0.113.10"), vip_zone("203.0.113.11")
         send(rig, "198.51.100.9", 20000, "0x002", count=20)
         send(rig, "198.51.100.9", 30000, "0x002", vip="203.0.113.11", count=300)
         time.sleep(0.2)

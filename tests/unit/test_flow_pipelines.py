@@ -28,7 +28,7 @@ from ananta.controller.compile_mux import (
     compile_mux_int,
     compile_mux_phy,
     endpoint_group,
-    vip_zones,
+    vip_zone,
 )
 from ananta.controller.desired import desired_programs
 from ananta.controller.flows import (
@@ -224,7 +224,7 @@ def test_a_connection_keeps_its_dip_when_the_backend_set_changes() -> None:
     for sport in range(30000, 30200):
         out = phy.receive(tcp(CLIENT, VIP, sport, 80), PHY_UPLINK_OFPORT)
         first[sport] = int_.receive(out[0][1], INT_PATCH_OFPORT)[0][1]["tunnel_id"]
-    zone = vip_zones(demo_services().vips)[VIP]
+    zone = vip_zone(VIP)
     assert set(int_.conntrack.entries) == {zone}  # the VIP's zone
     assert len(int_.conntrack.entries[zone]) == 200  # one entry per connection
     # drain the DIP that took the first connection: new connections avoid it, live ones stay
@@ -251,7 +251,7 @@ def test_a_connection_is_tracked_in_its_vips_zone_marked_with_its_dip() -> None:
     other = services.vips[0].model_copy(update={"name": "other", "address": "203.0.113.77"})
     services = Services(vips=[services.vips[0], other])
     phy, int_ = mux_pair(services)
-    zones = vip_zones(services.vips)
+    zones = {v.address: vip_zone(v.address) for v in services.vips}
     assert zones[VIP] != zones[other.address]
 
     def send(sport: int, flags: int, vip: str = VIP) -> int:
@@ -369,3 +369,13 @@ def test_a_vm_packet_that_finds_no_snat_port_goes_to_the_manager_through_its_own
         assert SNAT_WAIT_METER_BASE + vm.ofport in meter_ids  # one meter per VM
     (default,) = [f for f in program.flows if f.table == T_SNAT_OUT and f.priority == 0]
     assert default.actions == ()  # anything else (not from a VM with blocks) is dropped
+
+
+def test_a_vips_zone_depends_on_its_address_alone_and_is_one_of_the_muxs() -> None:
+    from ananta.bridges import MUX_CT_ZONES
+
+    addresses = [f"203.0.{i // 250}.{i % 250}" for i in range(3000)]
+    zones = [vip_zone(a) for a in addresses]
+    assert all(1 <= z <= MUX_CT_ZONES for z in zones)
+    assert len(set(zones)) > 2000  # spread (3000 into 4096: ~2100 distinct expected)
+    assert vip_zone("203.0.113.10") == vip_zone("203.0.113.10")
