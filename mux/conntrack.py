@@ -52,7 +52,8 @@ def zone_limits(ct_get_limits: str) -> dict[int, int]:
 
 class ConntrackSettings:
     """Keeps the Mux's conntrack settings in place; `check` is cheap enough for every pass
-    (one ovs-appctl), and reads the zones from OVSDB only every `zones_every` passes."""
+    (one ovs-appctl). It reads the zones from OVSDB (25 ms: thousands of rows) every
+    `zones_every` passes, and at once when ovs-vswitchd has lost the limits (a restart)."""
 
     def __init__(self, config: MuxConfig, zones_every: int = 15):
         self.config = config
@@ -63,17 +64,18 @@ class ConntrackSettings:
     def check(self) -> None:
         env = ovs_env(self.config)
         try:
-            if self.passes % self.zones_every == 0 and not self.ovsdb.ct_zones_match(
-                    DATAPATH_TYPE, MUX_CT_ZONES, MUX_CT_TIMEOUTS):
-                LOG.info("setting the timeout policy of conntrack zones 1-%d", MUX_CT_ZONES)
-                self.ovsdb.set_ct_zones(DATAPATH_TYPE, MUX_CT_ZONES, MUX_CT_TIMEOUTS)
-            self.passes += 1
             limits = zone_limits(run(["ovs-appctl", "dpctl/ct-get-limits", CHECKED_ZONES],
                                      env=env, timeout=3))
             per_vip = self.config.connection_limit_per_vip
-            if limits != {1: per_vip, MUX_CT_ZONES: per_vip}:
+            restarted = limits != {1: per_vip, MUX_CT_ZONES: per_vip}  # (or never set)
+            if (restarted or self.passes % self.zones_every == 0) and not \
+                    self.ovsdb.ct_zones_match(DATAPATH_TYPE, MUX_CT_ZONES, MUX_CT_TIMEOUTS):
+                LOG.info("setting the timeout policy of conntrack zones 1-%d", MUX_CT_ZONES)
+                self.ovsdb.set_ct_zones(DATAPATH_TYPE, MUX_CT_ZONES, MUX_CT_TIMEOUTS)
+            self.passes += 1
+            if restarted:
                 LOG.info("setting conntrack limits (%d, %d per VIP), no TCP sequence checks",
-                         self.config.connection_limit, self.config.connection_limit_per_vip)
+                         self.config.connection_limit, per_vip)
                 run_all(runtime_commands(self.config), env=env)
         except (OvsdbUnavailable, CommandFailed, OSError, subprocess.TimeoutExpired) as exc:
             LOG.warning("cannot check the conntrack settings: %s", exc)
