@@ -14,8 +14,8 @@ Packets per second = packets arriving back at the source, over the sending time 
   fast as the source can;
 - new connections: a new source port (or address) per datagram, paced at offered rates of
   2.5k, 5k, 10k, 15k, 20k, 25k, 30k and 40k per second for 2 s each; the figure is the
-  highest rate delivered with at most 1% lost. On the plain bridge a flow that reads the source address
-  and port makes every new 5-tuple a datapath miss (an upcall), as on the Mux.
+  highest rate delivered with at most 1% lost. On the plain bridge a flow that reads the
+  source address and port makes every new 5-tuple a datapath miss (an upcall), as on the Mux.
 
     .venv/bin/python bench/mux_forwarding.py [--seconds 3] [--rounds 3] [--ladder-rounds 2]
 """
