@@ -153,7 +153,7 @@ def to_dip(bucket_id: int, dip: str, host: str) -> Bucket:
     return Bucket(bucket_id=bucket_id, weight=1, actions=(
         SetField("tun_ipv4_dst", host),
         SetField("tunnel_id", ip_int(dip)),
-        Resubmit(T_PIN),  # learn() cannot sit in a bucket itself
+        Resubmit(T_PIN),  # OVS drops a ct(commit) written in a bucket itself
     ))
 
 

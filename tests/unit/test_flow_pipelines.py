@@ -310,7 +310,7 @@ def test_a_new_connection_on_an_old_ones_5_tuple_never_follows_its_stale_entry()
     group = endpoint_group(full.vips[0], full.vips[0].endpoints[0], inv)
     sport = next(p for p in range(20000, 21000)
                  if chosen_dip(group, CLIENT, VIP, "tcp", p, 80) == added.address)
-    old = [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018)]  # trusted entry
+    old = [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018)]  # a trusted connection
     assert len(set(old)) == 1 and old[0] != added.address
     int_.program = compile_mux_int(full, inv)  # the backend added; the old entries stay
     assert [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018, 0x018)] == (
