@@ -76,10 +76,11 @@ def load_or_report(loader: Callable[[str], C], args: argparse.Namespace) -> C | 
 def keep_converged(config: NodeConfig, specs: Sequence[BridgeSpec], vms: Sequence[VmPort],
                    once: bool, after_each_check: Callable[[], None],
                    extra: Sequence[Sequence[str]] = (),
-                   interval: float = CHECK_INTERVAL) -> int:
+                   interval: float = CHECK_INTERVAL, ovsdb: NodeOvsdb | None = None) -> int:
     """Converge the bridges through OVSDB (then run `extra`), and re-check every `interval`
-    s: an OVS restart loses them."""
-    ovsdb = NodeOvsdb(config.ovs_rundir)
+    s: an OVS restart loses them. `ovsdb`: the agent's OVSDB client, if it has one already
+    (each client keeps a whole copy of the database)."""
+    ovsdb = ovsdb or NodeOvsdb(config.ovs_rundir)
     converged = False
     while True:
         try:

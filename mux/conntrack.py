@@ -55,9 +55,9 @@ class ConntrackSettings:
     (one ovs-appctl). It reads the zones from OVSDB (25 ms: thousands of rows) every
     `zones_every` passes, and at once when ovs-vswitchd has lost the limits (a restart)."""
 
-    def __init__(self, config: MuxConfig, zones_every: int = 15):
+    def __init__(self, config: MuxConfig, ovsdb: NodeOvsdb, zones_every: int = 15):
         self.config = config
-        self.ovsdb = NodeOvsdb(config.ovs_rundir)
+        self.ovsdb = ovsdb
         self.zones_every = zones_every
         self.passes = 0
 

@@ -21,6 +21,7 @@ from ananta.mux import fragport
 from ananta.mux.config import MuxConfig, load_mux_config
 from ananta.mux.conntrack import ConntrackSettings
 from ananta.node import InterfaceSpec, bridge_specs, kernel_neighbor_mac, ovs_has_tunnel_neighbor
+from ananta.ovsdb import NodeOvsdb
 from ananta.shell import CommandFailed, run
 
 LOG = logging.getLogger("ananta.mux")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return config
     speaker: subprocess.Popen[bytes] | None = None
     conf_path = ""
-    conntrack = ConntrackSettings(config)
+    ovsdb = NodeOvsdb(config.ovs_rundir)  # one client (one copy of the database) for both
+    conntrack = ConntrackSettings(config, ovsdb)
 
     def tend() -> None:
         """After every check of the bridges: conntrack's settings, the tunnel next hop, and
@@ -115,12 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     frag_port = InterfaceSpec(FRAG_PORT, {"type": "internal", "ofport_request": INT_FRAG_OFPORT,
                                           "mtu_request": config.uplink.mtu})
     specs = bridge_specs(config, int_extra_ports=(frag_port,))
-    if args.once:
-        code = keep_converged(config, specs, (), True, tend)
-        conntrack.check()
-        return code
-    fragport.start(threading.Event())
-    return keep_converged(config, specs, (), False, tend)
+    if not args.once:
+        fragport.start(threading.Event())
+    code = keep_converged(config, specs, (), args.once, tend, ovsdb=ovsdb)
+    conntrack.check()  # (--once: tend ran on no pass)
+    return code
 
 
 if __name__ == "__main__":
