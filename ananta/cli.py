@@ -214,6 +214,17 @@ def _api(args: argparse.Namespace) -> int:
             vip = client.call("GET", f"/api/v1/vips/{args.name}{q}")
             _show(args, vip, ipvsadm_table([Vip.model_validate(vip)]))
             return 0
+        if args.vip_cmd == "slots":
+            proto, port = args.endpoint
+            table = client.call("GET", f"/api/v1/vips/{args.name}/endpoints/{proto}/{port}"
+                                f"/slots{q}")
+            split = len(table["split"])
+            lines = [f"{dip:15} {n:6} slots  {100 * n / 65536:6.2f}%"
+                     for dip, n in sorted(table["counts"].items())]
+            lines.append(f"{256 - split} whole bins, {split} split" if table["whole"]
+                         else "no backend takes new connections")
+            _show(args, table, "\n".join(lines))
+            return 0
         if args.vip_cmd == "delete":
             return write("DELETE", f"/api/v1/vips/{args.name}")
         if args.vip_cmd == "limit":
@@ -323,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PROTOCOL:PORT (repeatable)")
     vc.add_argument("--backend", type=_backend_spec, action="append", required=True,
                     help="ADDRESS:PORT[:WEIGHT] (repeatable; every endpoint gets them all)")
+    vslots = vsub.add_parser("slots", parents=[write], help="the endpoint's lookup table of "
+                             "new connections: each DIP's share of the slots")
+    vslots.add_argument("name")
+    vslots.add_argument("endpoint", type=_endpoint_spec, help="PROTOCOL:PORT")
     vd = vsub.add_parser("delete", parents=[write])
     vd.add_argument("name")
     vl = vsub.add_parser("limit", parents=[write], help="packets/s every Mux lets through to "

@@ -16,7 +16,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ananta.controller.compile_mux import bucket_id  # noqa: E402
 from ananta.topologies import configs, lab  # noqa: E402
 from ananta.topologies.chaos import start_again  # noqa: E402
 from bench.common import lab_plan, metric, percentile, write_result  # noqa: E402
@@ -25,13 +24,8 @@ VM, DIP = "vm4", "10.2.0.12"
 
 
 def in_every_mux(plan: lab.LabPlan) -> bool | None:
-    seen = set()
-    for mux in ("mux1", "mux2"):
-        state = lab.switch_state(plan, mux, "br-int")
-        if state is None:
-            return None
-        seen.add(bucket_id(DIP) in {b for group in state[1].values() for b, _ in group})
-    return seen.pop() if len(seen) == 1 else None
+    """Does every Mux send new connections to DIP? (None: the Muxes disagree)"""
+    return lab.dip_in_every_mux(plan, DIP)
 
 
 def wait_for(plan: lab.LabPlan, want: bool, since: float, limit: float = 15) -> float:

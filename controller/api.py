@@ -51,8 +51,10 @@ from ananta.controller.model import (
     Name,
     Protocol,
     Vip,
+    endpoint_key,
 )
 from ananta.controller.mux_watch import MuxWatch, counter_samples
+from ananta.controller.slot_table import encode as encode_table
 from ananta.controller.state import ClusterState, HealthResult, Operation
 
 API = "/api/v1"
@@ -123,6 +125,17 @@ class SnatRequestIn(Strict):
 class SnatReleaseIn(Strict):
     dip: IPv4
     start: Annotated[int, Field(ge=0, le=65535), JsonInteger]
+
+
+class SlotTableOut(Strict):
+    """An endpoint's lookup table of new connections (slot_table.py): `counts`, each DIP's
+    share of the 65,536 slots; `whole`, each of the 256 bins' DIP (an index into `dips`; -1
+    for a split bin); `split`, a split bin's runs as [DIP index, length, ...] over its
+    sub-slot positions. Empty when no backend takes new connections."""
+    dips: list[str]
+    counts: dict[str, int]
+    whole: list[int]
+    split: dict[str, list[int]]
 
 
 class DrainIn(Strict):
@@ -528,6 +541,20 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         vip = own_vip(who, name, tenant)
         return write(who, {"op": "remove_endpoint", "tenant": vip.tenant, "vip": vip.name,
                       "protocol": protocol, "port": port})
+
+    @app.get(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/slots",
+             response_model=SlotTableOut, tags=["vips"])
+    def endpoint_slots(name: Name, protocol: Protocol, port: PathPort, who: Who,
+                       tenant: TenantQuery = "") -> SlotTableOut:
+        """Which DIP each slot of the endpoint's table sends new connections to: a packet's
+        slot is the datapath's hash of its 5-tuple (see docs/architecture.md)."""
+        vip = own_vip(who, name, tenant)
+        if not any(ep.protocol == protocol and ep.port == port for ep in vip.endpoints):
+            raise HTTPException(404, {"error": f"no endpoint {protocol}/{port}", "field": "port"})
+        table = service.state.slot_tables.get(endpoint_key(vip.address, protocol, port))
+        if table is None:
+            return SlotTableOut(dips=[], counts={}, whole=[], split={})
+        return SlotTableOut(**encode_table(table), counts=table.counts())
 
     backends = f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/backends"
 

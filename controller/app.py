@@ -166,10 +166,12 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 services = cluster.state.services() if leading[0] else None
                 down = frozenset(cluster.state.down)
                 snat = dict(cluster.state.snat)
+                tables = dict(cluster.state.slot_tables)
             elif leading[0] and self.programs_generation != generation:
                 inventory, services, moved = cluster.state.inventory, cluster.state.services(), True
                 down = frozenset(cluster.state.down)
                 snat = dict(cluster.state.snat)
+                tables = dict(cluster.state.slot_tables)
             self.draining = frozenset(cluster.state.draining_muxes)
         with self.lock:
             changed = moved
@@ -183,7 +185,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     if blocks - self.snat_blocks and self.snat_blocks:
                         self.hosts_wait_for = (generation, time.monotonic())
                     self.snat_blocks = blocks
-                    self.programs = desired_programs(services, inventory, down, snat)
+                    self.programs = desired_programs(services, inventory, down, snat, tables)
                     self.programs_generation = generation
                     self.owner_of = {f.cookie: f.owner for p in self.programs.values()
                                      for f in p.flows if f.kind in COUNTED_KINDS["phy"]

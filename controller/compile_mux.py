@@ -48,6 +48,7 @@ from ananta.controller.flows import (
     GroupAction,
     Meter,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
@@ -56,16 +57,23 @@ from ananta.controller.flows import (
     match,
     stable_id,
 )
-from ananta.controller.hashing import (
-    BucketSpec,
-    best_bucket,
-    bucket_counts,
-    packet_values,
-    selection_basis,
-    unit_bucket_ids,
+from ananta.controller.hashing import datapath_hash, packet_values
+from ananta.controller.model import (
+    Endpoint,
+    Inventory,
+    Services,
+    Vip,
+    new_connection_weights,
 )
-from ananta.controller.model import Endpoint, Inventory, Services, Vip, backend_key
+from ananta.controller.model import endpoint_key as model_endpoint_key
 from ananta.controller.pipeline import check_flows
+from ananta.controller.slot_table import (
+    BINS,
+    SlotTable,
+    block_matches,
+    next_table,
+    slot_counts,
+)
 from ananta.controller.snat import SnatBlock
 
 PRIO_ENDPOINT = 300
@@ -76,7 +84,12 @@ PRIO_KNOWN = 200
 PRIO_NEW = 100
 PRIO_DEFAULT = 0
 
-T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_EGRESS = 0, 1, 2, 3, 5
+PRIO_SPLIT_RUN = 300
+PRIO_SPLIT_BIN = 200
+SPLIT_REG = "reg5"  # a split bin's dp_hash bits, for table 4 to match
+FULL_BIN = 0xFF  # the low 8 bits of dp_hash: the bin
+
+T_CLASSIFY, T_CONNECTIONS, T_SELECT, T_PIN, T_SPLIT, T_EGRESS = 0, 1, 2, 3, 4, 5
 PRIO_FRAGMENT = 400
 # Fragments. A later fragment has no ports, so neither the connection table nor the hash can
 # place it; OVS's conntrack reassembles, but gives later fragments no ports either. So every
@@ -148,41 +161,87 @@ def hash_fields(protocol: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1 << 16)
 def to_dip(bucket_id: int, dip: str, host: str) -> Bucket:
-    """A bucket sending a new connection to `dip` on `host` (cached: a group is rebuilt, with
-    up to 512 of them, on every config write)."""
-    return Bucket(bucket_id=bucket_id, weight=1, actions=(
-        SetField("tun_ipv4_dst", host),
-        SetField("tunnel_id", ip_int(dip)),
-        Resubmit(T_PIN),  # OVS drops a ct(commit) written in a bucket itself
-    ))
+    """A bucket sending a new connection to `dip` on `host` (cached: groups of 256 buckets
+    are built from them)."""
+    return Bucket(bucket_id=bucket_id, weight=1, actions=_to_dip_actions(dip, host))
 
 
-def endpoint_group(vip: Vip, ep: Endpoint, inv: Inventory,
-                   down: frozenset[str] = frozenset()) -> Group:
-    """The endpoint's select group over the backends that take new connections and are not
-    reported down by their host agent: each backend gets buckets in proportion to its weight
-    (all of weight 1, see hashing.py), each bucket sending to that backend."""
-    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
-    weights = {be.address: be.weight for be in ep.backends
-               if be.takes_new_connections and backend_key(be.address, be.port) not in down}
-    ids = unit_bucket_ids(bucket_counts(weights), stable_id)
-    buckets = tuple(to_dip(bid, dip, host_of[dip]) for dip, dip_ids in ids.items()
-                    for bid in dip_ids)
-    return Group(group_id(vip, ep), tuple(sorted(buckets, key=lambda b: b.bucket_id)),
-                 hash_fields(ep.protocol))
+def endpoint_table(vip: Vip, ep: Endpoint, down: frozenset[str] = frozenset(),
+                   tables: Mapping[str, SlotTable] | None = None) -> SlotTable | None:
+    """The endpoint's slot table over the backends that take new connections and are not
+    reported down: the Manager's replicated one (state.py keeps it in step with every
+    change), or, without one (tests, a config file compiled on its own), the table built
+    afresh. None when no backend takes new connections."""
+    kept = (tables or {}).get(model_endpoint_key(vip.address, ep.protocol, ep.port))
+    return next_table(kept, slot_counts(new_connection_weights(ep, down)))
 
 
-def chosen_dip(group: Group, src: str, dst: str, protocol: str, sport: int,
+def _to_dip_actions(dip: str, host: str) -> tuple[SetField, SetField, Resubmit]:
+    # OVS drops a ct(commit) written in a bucket itself: table 3 commits
+    return (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)), Resubmit(T_PIN))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def endpoint_selection(vip_address: str, protocol: str, port: int, gid: int,
+                       table: SlotTable | None, hosts: tuple[tuple[str, str], ...]
+                       ) -> tuple[Group, frozenset[Flow]]:
+    """The endpoint's dp_hash group and split-bin flows for its slot table (`hosts`: each
+    DIP's host). Bucket i is bin i: a bin held whole sends to its DIP; a split bin's bucket
+    copies the dp_hash bits its runs need into SPLIT_REG (OVS lets no OpenFlow flow match
+    dp_hash itself) and resubmits to table 4, where the bin's largest run takes the bin (low
+    priority) and the other runs their sub-slots (masked matches). Cached: unchanged
+    endpoints cost nothing on a config write."""
+    if table is None:
+        return Group(gid, (), method="dp_hash"), frozenset()
+    host_of = dict(hosts)
+    endpoint = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol],
+                "ipv4_dst": vip_address, f"{protocol}_dst": port}
+    owner = f"split:{vip_address}:{protocol}:{port}"
+    buckets, flows = [], set()
+    for i, runs in enumerate(table.bins):
+        if len(runs) == 1:
+            buckets.append(to_dip(i + 1, runs[0][0], host_of[runs[0][0]]))
+            continue
+        largest = max(range(len(runs)), key=lambda k: (runs[k][1], -k))
+        masks = [FULL_BIN]
+        start = 0
+        for k, (dip, n) in enumerate(runs):
+            acts = _to_dip_actions(dip, host_of[dip])
+            if k == largest:
+                flows.add(Flow(T_SPLIT, PRIO_SPLIT_BIN,
+                               match(**endpoint, **{SPLIT_REG: (i, FULL_BIN)}),
+                               acts, FlowKind.VIP_ENDPOINT, owner))
+            else:
+                for value, mask in block_matches(i, start, n):
+                    masks.append(mask)
+                    flows.add(Flow(T_SPLIT, PRIO_SPLIT_RUN,
+                                   match(**endpoint, **{SPLIT_REG: (value, mask)}), acts,
+                                   FlowKind.VIP_ENDPOINT, owner))
+            start += n
+        # copy only the bits matched: the datapath keeps a flow per value of the bits moved
+        buckets.append(split_bucket(i + 1, max(masks).bit_length()))
+    return Group(gid, tuple(buckets), method="dp_hash"), frozenset(flows)
+
+
+@functools.lru_cache(maxsize=BINS * 8)
+def split_bucket(bucket_id: int, n_bits: int) -> Bucket:
+    return Bucket(bucket_id=bucket_id, weight=1,
+                  actions=(Move("dp_hash", SPLIT_REG, n_bits), Resubmit(T_SPLIT)))
+
+
+def chosen_dip(table: SlotTable | None, src: str, dst: str, protocol: str, sport: int,
                dport: int) -> str | None:
-    """The DIP a Mux sends a new connection to: OVS's choice, computed (the oracle)."""
-    basis = selection_basis(packet_values(src, dst, protocol, sport, dport), group.hash_fields)
-    bid = best_bucket(tuple(BucketSpec(b.bucket_id, b.weight) for b in group.buckets), basis)
-    for b in group.buckets:
-        if b.bucket_id == bid:
-            tunnel = next(a for a in b.actions
-                          if isinstance(a, SetField) and a.field == "tunnel_id")
-            return str(ipaddress.IPv4Address(tunnel.value))
-    return None
+    """The DIP a Mux sends a new connection to (the oracle): the slot the datapath's hash of
+    the packet names. None: the endpoint has no backend taking new connections."""
+    if table is None:
+        return None
+    return table.dip_at(packet_dp_hash(src, dst, protocol, sport, dport))
+
+
+def packet_dp_hash(src: str, dst: str, protocol: str, sport: int, dport: int) -> int:
+    """The hash the datapath gives the packet (what `ofproto/trace` needs as dp_hash=...
+    to follow the packet through the dp_hash group as the datapath would)."""
+    return int(datapath_hash(packet_values(src, dst, protocol, sport, dport), protocol))
 
 
 def compile_mux_phy(services: Services) -> SwitchProgram:
@@ -234,7 +293,8 @@ def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> frozenset[Flo
 
 def compile_mux_int(services: Services, inv: Inventory,
                     down: frozenset[str] = frozenset(),
-                    snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
+                    snat: Mapping[str, tuple[SnatBlock, ...]] | None = None,
+                    tables: Mapping[str, SlotTable] | None = None) -> SwitchProgram:
     flows = {
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
@@ -248,6 +308,7 @@ def compile_mux_int(services: Services, inv: Inventory,
                    tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
              (Resubmit(T_SELECT),), FlowKind.DEFAULT, "syn-is-new"),
         Flow(T_SELECT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
+        Flow(T_SPLIT, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_PIN, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         # a first fragment from the agent to an endpoint is placed by the hash (conntrack
         # would hold it for the rest of its datagram), and commits nothing; one to a SNAT
@@ -274,8 +335,13 @@ def compile_mux_int(services: Services, inv: Inventory,
             meters.add(vip_meter(vip, metered[vip.address]))
             limit = (MeterAction(metered[vip.address]),)
         for ep in vip.endpoints:
-            group = endpoint_group(vip, ep, inv, down)
+            table = endpoint_table(vip, ep, down, tables)
+            dips_of = sorted(table.counts()) if table is not None else []
+            group, split = endpoint_selection(vip.address, ep.protocol, ep.port,
+                                              group_id(vip, ep), table,
+                                              tuple((d, host_of[d]) for d in dips_of))
             groups.add(group)
+            flows |= split
             port_field = f"{ep.protocol}_dst"
             flows.add(Flow(
                 T_CLASSIFY, PRIO_ENDPOINT,

@@ -10,6 +10,7 @@ from ananta.controller.compile_host import compile_host_int, compile_host_phy
 from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
 from ananta.controller.flows import SwitchProgram
 from ananta.controller.model import Inventory, Services
+from ananta.controller.slot_table import SlotTable
 from ananta.controller.snat import SnatBlock
 
 
@@ -43,12 +44,13 @@ def switch_targets(inv: Inventory) -> dict[int, SwitchTarget]:
 def desired_programs(services: Services, inv: Inventory,
                      down: frozenset[str] = frozenset(),
                      snat: Mapping[str, tuple[SnatBlock, ...]] | None = None,
+                     tables: Mapping[str, SlotTable] | None = None,
                      ) -> dict[int, SwitchProgram]:
     """dpid -> program, for every switch of the inventory; `down`: backends reported down;
-    `snat`: each DIP's SNAT port blocks."""
+    `snat`: each DIP's SNAT port blocks; `tables`: each endpoint's slot table."""
     programs: dict[int, SwitchProgram] = {}
     mux_phy = compile_mux_phy(services)
-    mux_int = compile_mux_int(services, inv, down, snat)
+    mux_int = compile_mux_int(services, inv, down, snat, tables)
     for mux in inv.muxes:
         programs[int(mux.datapath_ids.phy, 16)] = mux_phy
         programs[int(mux.datapath_ids.int, 16)] = mux_int

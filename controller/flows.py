@@ -115,6 +115,15 @@ class Resubmit:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Copy the low `n_bits` of field `src` into the low bits of `dst` (NXAST_REG_MOVE)."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
 class LearnLoad:
     """In a learned flow: load the value `src` has now into `dst` when it runs."""
 
@@ -149,7 +158,7 @@ class MeterAction:
     meter_id: int
 
 
-Action = Output | SetField | GroupAction | Ct | Resubmit | Learn | MeterAction
+Action = Output | SetField | GroupAction | Ct | Resubmit | Move | Learn | MeterAction
 
 
 def learned_cookie(kind: FlowKind, tag: int = 0) -> int:
@@ -205,11 +214,14 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Group:
-    """A select group hashing `hash_fields` (OVS selection_method=hash, OpenFlow 1.5)."""
+    """A select group (OpenFlow 1.5). `method` "hash": OVS hashes `hash_fields` in
+    ovs-vswitchd (each new 5-tuple is an upcall); "dp_hash": the datapath hashes the packet
+    and the group takes bucket `dp_hash & 0xff` in the order listed (slot_table.py)."""
 
     group_id: int
     buckets: tuple[Bucket, ...]
-    hash_fields: tuple[str, ...]
+    hash_fields: tuple[str, ...] = ()
+    method: str = "hash"
 
 
 @dataclass(frozen=True)

@@ -251,6 +251,13 @@ def endpoint_key(address: str, protocol: str, port: int) -> str:
     return f"{address} {protocol}/{port}"
 
 
+def new_connection_weights(ep: Endpoint, down: frozenset[str] | set[str]) -> dict[str, int]:
+    """DIP -> weight of the endpoint's backends that take new connections: active, weight
+    above 0, and not reported down by their host agent."""
+    return {be.address: be.weight for be in ep.backends
+            if be.takes_new_connections and backend_key(be.address, be.port) not in down}
+
+
 def check_vip(vip: Vip, index: InventoryIndex, vpath: str = "") -> list[ConfigError]:
     """Rules one VIP obeys on its own: in the pool, not a DIP or node address, every DIP a
     known VM and listed once per endpoint, each protocol/port once."""

@@ -27,6 +27,7 @@ from ananta.controller.flows import (
     Learn,
     Meter,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
@@ -71,7 +72,32 @@ class SelectionMethodProperty:
         return out
 
 
+# Our names for fields os-ken knows by another: dp_hash is OVS's experimenter OXM
+# NXOXM_ET_DP_HASH (OpenFlow 1.5), which os-ken names with a leading underscore.
+_OS_KEN_NAMES = {"dp_hash": "_dp_hash"}
+
+
+class _NxmHeader(parser.OFPOxmId):
+    """A field's 4-byte NXM header as given (os-ken names no NXM_NX_DP_HASH)."""
+
+    def __init__(self, header: int):
+        self.header, self.hasmask = header, False
+
+    def serialize(self) -> bytes:
+        return struct.pack("!I", self.header)
+
+
+def _nxm_header(name: str) -> int:
+    """NXM_NX_DP_HASH and NXM_NX_REG0..15: class 0x0001, fields 35 and 0..15, 4 bytes."""
+    field = 35 if name == "dp_hash" else int(name.removeprefix("reg"))
+    return 0x0001 << 16 | field << 9 | 4
+
+
 def _action(action: Action) -> list[Any]:
+    if isinstance(action, Move):
+        return [parser.OFPActionCopyField(
+            n_bits=action.n_bits, src_offset=0, dst_offset=0,
+            oxm_ids=[_NxmHeader(_nxm_header(action.src)), _NxmHeader(_nxm_header(action.dst))])]
     if isinstance(action, Output):
         return [parser.OFPActionOutput(action.port, ofp.OFPCML_NO_BUFFER)]
     if isinstance(action, SetField):
@@ -142,6 +168,7 @@ _AFTER_PREREQUISITES = ("ip_frag",)
 
 def of_match(fields: tuple[tuple[str, Any], ...]) -> Any:
     """An OpenFlow match in os-ken's order, with fields like ip_frag moved after eth_type."""
+    fields = tuple((_OS_KEN_NAMES.get(name, name), value) for name, value in fields)
     if not any(name in _AFTER_PREREQUISITES for name, _ in fields):
         return parser.OFPMatch(**dict(fields))
     ordered = parser.OFPMatch(**dict(fields))._fields2
@@ -217,7 +244,7 @@ def group_mod(datapath: Any, group: Group, command: int) -> Any:
     return parser.OFPGroupMod(
         datapath, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
         buckets=[EncodedBucket(b) for b in group.buckets],
-        properties=[SelectionMethodProperty("hash", group.hash_fields)])
+        properties=[SelectionMethodProperty(group.method, group.hash_fields)])
 
 
 def group_add(datapath: Any, group: Group) -> Any:

@@ -39,11 +39,16 @@ MUX_INT = (
        "backend goes to it (tunnel fields, then 5); a new one, one whose DIP is gone, and "
        "every TCP SYN go to 2"),
     _t(2, "select", "eth_type ip_proto ipv4_dst tcp_dst udp_dst",
-       "a new connection: the endpoint's consistent-hash select group; the bucket sets "
-       "tun_dst = the DIP's host, tun_id = the DIP and resubmits to 3"),
+       "a new connection: the endpoint's select group (selection_method=dp_hash, 256 "
+       "buckets, one per bin of its slot table); a whole bin's bucket sets tun_dst = the "
+       "DIP's host, tun_id = the DIP and resubmits to 3; a split bin's resubmits to 4"),
     _t(3, "pin", "eth_type tunnel_id ct_state reg4",
        "commit the connection in its zone with the DIP as its mark, then to 5; a first "
        "fragment from the Mux agent (untracked) commits nothing"),
+    _t(4, "split", "eth_type ip_proto ipv4_dst tcp_dst udp_dst reg5",
+       "a split bin of an endpoint's slot table: its bucket copied dp_hash's low bits to "
+       "reg5 (OVS refuses OpenFlow matches on dp_hash); the bin's DIPs' runs of sub-slots "
+       "(bits 8-15, masked matches) set the tunnel fields like a bucket, then 3"),
     _t(5, "egress", "reg4 tunnel_id",
        "out of the GRE port; a first fragment from the Mux agent (reg4 = 1) is also echoed "
        "to the agent with its DIP in its eth_dst"),

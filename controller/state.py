@@ -37,7 +37,11 @@ from ananta.controller.model import (
     check_vip,
     endpoint_key,
     inventory_index,
+    new_connection_weights,
 )
+from ananta.controller.slot_table import SlotTable, next_table, slot_counts
+from ananta.controller.slot_table import decode as decode_table
+from ananta.controller.slot_table import encode as encode_table
 from ananta.controller.snat import (
     BLOCK_SIZE,
     MAX_BLOCKS_PER_DIP,
@@ -231,6 +235,9 @@ class ClusterState:
         # derived: VIPs each DIP is a backend of; SNAT block starts in use on each VIP
         self.dip_vips: dict[str, set[tuple[str, str]]] = {}
         self.snat_used: dict[str, set[int]] = {}
+        # endpoint_key -> the endpoint's slot table (slot_table.py): replicated, as each one
+        # is built from the last so that a change moves only the slots it has to
+        self.slot_tables: dict[str, SlotTable] = {}
 
     # Raft snapshots pickle the state (and gzip it at level 9): as JSON through pydantic's
     # compiled serializer, pre-compressed fast, it takes a fraction of the time and space that
@@ -247,6 +254,8 @@ class ClusterState:
             "draining_muxes": sorted(self.draining_muxes),
             "snat": [[b.vip, b.start, b.size, b.dip]
                      for blocks in self.snat.values() for b in blocks],
+            "slot_tables": zlib.compress(json.dumps(
+                {k: encode_table(t) for k, t in self.slot_tables.items()}).encode(), 1),
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -282,6 +291,13 @@ class ClusterState:
         for key, v in self.vips.items():
             for dip in _dips(v):
                 self.dip_vips.setdefault(dip, set()).add(key)
+        if "slot_tables" in data:
+            self.slot_tables = {k: decode_table(t) for k, t in
+                                json.loads(zlib.decompress(data["slot_tables"])).items()}
+        else:  # a snapshot from before slot tables: every replica builds the same ones
+            self.slot_tables = {}
+            for v in self.vips.values():
+                _update_tables(self, None, v)
 
     def services(self) -> Services:
         return Services(vips=[self.vips[k] for k in sorted(self.vips)])
@@ -450,8 +466,17 @@ def _apply(state: ClusterState, cmd: Any) -> None:
             if r.address not in own:
                 raise CommandError(403, f"{r.address} is not a VM of host {cmd.host!r}",
                                    f"results.{i}.address")
+        changed = set()
         for r in cmd.results:
-            (state.down.discard if r.up else state.down.add)(backend_key(r.address, r.port))
+            key = backend_key(r.address, r.port)
+            if (key in state.down) == r.up:
+                changed.add(r.address)
+            (state.down.discard if r.up else state.down.add)(key)
+        for vip_key in sorted({k for a in changed for k in state.dip_vips.get(a, ())}):
+            vip = state.vips[vip_key]
+            for ep in vip.endpoints:
+                if any(be.address in changed for be in ep.backends):
+                    _update_table(state, vip, ep)
     elif isinstance(cmd, RequestSnatBlock | ReleaseSnatBlock):
         _own_vm(state, cmd.host, cmd.dip)
         blocks = state.snat.get(cmd.dip, ())
@@ -504,6 +529,7 @@ def _apply(state: ClusterState, cmd: Any) -> None:
                 state.drain_deadlines.add(key)
             for ep in vip.endpoints:
                 state.endpoint_owner[endpoint_key(vip.address, ep.protocol, ep.port)] = key
+        _update_tables(state, old, vip)
         before, after = _dips(old) if old else set(), _dips(vip) if vip else set()
         for dip in before - after:
             state.dip_vips[dip].discard(key)
@@ -511,6 +537,32 @@ def _apply(state: ClusterState, cmd: Any) -> None:
             state.dip_vips.setdefault(dip, set()).add(key)
         for dip in sorted(before | after):
             _place_snat(state, dip)
+
+
+def _update_table(state: ClusterState, vip: Vip, ep: Endpoint) -> None:
+    """The endpoint's next slot table, from its last, for the backends taking new
+    connections now (none: no table)."""
+    key = endpoint_key(vip.address, ep.protocol, ep.port)
+    table = next_table(state.slot_tables.get(key),
+                       slot_counts(new_connection_weights(ep, state.down)))
+    if table is None:
+        state.slot_tables.pop(key, None)
+    else:
+        state.slot_tables[key] = table
+
+
+def _update_tables(state: ClusterState, old: Vip | None, new: Vip | None) -> None:
+    """Drop the tables of endpoints `old` had and `new` has not; bring `new`'s up to date."""
+    kept = ({endpoint_key(new.address, ep.protocol, ep.port) for ep in new.endpoints}
+            if new else set())
+    if old is not None:
+        for ep in old.endpoints:
+            key = endpoint_key(old.address, ep.protocol, ep.port)
+            if key not in kept:
+                state.slot_tables.pop(key, None)
+    if new is not None:
+        for ep in new.endpoints:
+            _update_table(state, new, ep)
 
 
 def _dips(vip: Vip) -> set[str]:

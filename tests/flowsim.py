@@ -25,13 +25,15 @@ from ananta.controller.flows import (
     GroupAction,
     Learn,
     MeterAction,
+    Move,
     Output,
     Resubmit,
     SetField,
     SwitchProgram,
     ip_int,
 )
-from ananta.controller.hashing import BucketSpec, best_bucket, selection_basis
+from ananta.controller.hashing import BucketSpec, best_bucket, datapath_hash, selection_basis
+from ananta.controller.slot_table import BINS
 
 Packet = dict[str, Any]
 NORMAL = "NORMAL"
@@ -140,7 +142,21 @@ class Switch:
                 return  # table miss (no flow) drops
 
     def _group(self, group: Group, pkt: Packet) -> Any:
-        """OVS's choice, from the pure model of its hash (checked against ofproto/trace)."""
+        """OVS's choice, from the pure model of its hash (checked against ofproto/trace):
+        for dp_hash, the datapath's hash of the packet (kept in the packet as `dp_hash`, as
+        the datapath does, for the tables after the group) picks the bucket in list order."""
+        if group.method == "dp_hash":
+            if not group.buckets:
+                return None
+            assert len(group.buckets) == BINS, "Ananta's dp_hash groups have 256 buckets"
+            protocol = _l4(pkt)
+            values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
+                      for f in ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src",
+                                f"{protocol}_dst")}
+            pkt["dp_hash"] = datapath_hash(values, protocol)
+            bucket = group.buckets[pkt["dp_hash"] & 0xFF]
+            self.picks[bucket.bucket_id] = self.picks.get(bucket.bucket_id, 0) + 1
+            return bucket
         values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
                   for f in group.hash_fields}
         chosen = best_bucket(tuple(BucketSpec(b.bucket_id, b.weight) for b in group.buckets),
@@ -168,7 +184,10 @@ class Switch:
                 group = next(g for g in self.program.groups if g.group_id == act.group_id)
                 bucket = self._group(group, pkt)
                 if bucket is not None:
-                    self._actions(bucket.actions, dict(pkt), out, depth)
+                    self._actions(bucket.actions, dict(pkt), out, depth + 1)
+            elif isinstance(act, Move):
+                low = (1 << act.n_bits) - 1
+                pkt[act.dst] = (pkt.get(act.dst, 0) & ~low) | (pkt[act.src] & low)
             elif isinstance(act, Resubmit):  # the same packet: what the table sets stays set
                 self._table(act.table, pkt, out, depth + 1)
             elif isinstance(act, Ct):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -25,7 +26,9 @@ import yaml
 from ananta.config import load_yaml_file, parse_yaml_text
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
-from ananta.controller.model import Services, check_services
+from ananta.controller.model import Services, check_services, endpoint_key
+from ananta.controller.slot_table import SlotTable
+from ananta.controller.slot_table import decode as decode_table
 from ananta.controller.snat import SnatBlock, blocks_by_dip
 from ananta.ofctl_dump import GroupSummary, cookies_in_flow_dump, group_summary, groups_in_dump
 from ananta.shell import CommandFailed, run
@@ -339,9 +342,37 @@ def switch_state(plan: LabPlan, node: str, bridge: str) -> tuple[set[int], Group
     return {c for c in cookies_in_flow_dump(flows) if is_ours(c)}, groups_in_dump(groups)
 
 
+def dip_in_every_mux(plan: LabPlan, dip: str) -> bool | None:
+    """Does every Mux send new connections to `dip` (a bucket, or a split-bin flow, setting
+    its tun_id)? None: a Mux cannot be asked, or the Muxes disagree."""
+    tun_id = f"set_field:{hex(int(ipaddress.IPv4Address(dip)))}->tun_id"
+    seen = set()
+    for mux in (n.name for n in plan.by_role("mux")):
+        try:
+            text = "".join(ns_run(plan, mux, ["ovs-ofctl", "--no-names", "-O", "OpenFlow15",
+                                              *what, "br-int"], env=ovs_cmd_env(mux), timeout=10)
+                           for what in (["dump-groups"], ["dump-flows", "table=4"]))
+        except (CommandFailed, subprocess.TimeoutExpired):
+            return None
+        seen.add(tun_id in text)
+    return seen.pop() if len(seen) == 1 else None
+
+
 def cluster_down(plan: LabPlan) -> frozenset[str]:
     """The backends (ADDRESS:PORT) the cluster has as down: its switches leave them out."""
     return frozenset(json.loads(api(plan, "health", "--json")))
+
+
+def cluster_tables(plan: LabPlan, services: Services) -> dict[str, SlotTable]:
+    """Each endpoint's slot table, as the cluster has it."""
+    tables = {}
+    for vip in services.vips:
+        for ep in vip.endpoints:
+            data = json.loads(api(plan, "vip", "slots", vip.name, f"{ep.protocol}:{ep.port}",
+                                  "--tenant", vip.tenant, "--json"))
+            if data["whole"]:
+                tables[endpoint_key(vip.address, ep.protocol, ep.port)] = decode_table(data)
+    return tables
 
 
 def cluster_snat(plan: LabPlan) -> dict[str, tuple[SnatBlock, ...]]:
@@ -352,7 +383,8 @@ def cluster_snat(plan: LabPlan) -> dict[str, tuple[SnatBlock, ...]]:
 def switch_problems(plan: LabPlan, services: Services) -> list[str]:
     """Every switch holds exactly its desired flows (by cookie) and groups (buckets, weights)."""
     inv = configs.inventory(plan)
-    programs = desired_programs(services, inv, cluster_down(plan), cluster_snat(plan))
+    programs = desired_programs(services, inv, cluster_down(plan), cluster_snat(plan),
+                               cluster_tables(plan, services))
     problems = []
     for dpid, target in switch_targets(inv).items():
         state = switch_state(plan, target.node, f"br-{target.bridge}")

@@ -6,7 +6,6 @@ import os
 import signal
 import time
 
-from ananta.controller.compile_mux import bucket_id
 from ananta.topologies import chaos, configs, lab
 from ananta.topologies.checks import serve_check
 
@@ -14,14 +13,8 @@ VIP, DIP = "203.0.113.10", "10.2.0.12"  # vm4, on hv2
 
 
 def in_every_mux(plan: lab.LabPlan) -> bool | None:
-    """Is DIP's bucket in both Muxes' groups? (None: the Muxes disagree)"""
-    seen = set()
-    for mux in ("mux1", "mux2"):
-        state = lab.switch_state(plan, mux, "br-int")
-        assert state is not None
-        buckets = {b for group in state[1].values() for b, _ in group}
-        seen.add(bucket_id(DIP) in buckets)
-    return seen.pop() if len(seen) == 1 else None
+    """Does every Mux send new connections to DIP? (None: the Muxes disagree)"""
+    return lab.dip_in_every_mux(plan, DIP)
 
 
 def test_a_dead_backend_is_removed_within_2s_and_restored(running_lab: None) -> None:

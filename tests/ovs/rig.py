@@ -25,7 +25,9 @@ import yaml
 
 from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
-from ananta.controller.model import Inventory, Services
+from ananta.controller.model import Inventory, Services, Vip, endpoint_key
+from ananta.controller.slot_table import SlotTable
+from ananta.controller.slot_table import decode as decode_table
 from ananta.controller.snat import blocks_by_dip
 from ananta.ofctl_dump import (
     GroupSummary,
@@ -197,6 +199,21 @@ class Rig:
         return Services.model_validate({"vips": json.loads(self.cli("vip", "list",
                                                                     "--json").stdout)})
 
+    def tables(self, current: Services | None = None) -> dict[str, SlotTable]:
+        """Each endpoint's slot table, as the Manager has it."""
+        out = {}
+        for vip in (current or self.services()).vips:
+            for ep in vip.endpoints:
+                data = json.loads(self.cli("vip", "slots", vip.name, f"{ep.protocol}:{ep.port}",
+                                           "--tenant", vip.tenant, "--json").stdout)
+                if data["whole"]:
+                    out[endpoint_key(vip.address, ep.protocol, ep.port)] = decode_table(data)
+        return out
+
+    def table(self, vip: Vip) -> SlotTable | None:
+        return self.tables(Services(vips=[vip])).get(
+            endpoint_key(vip.address, vip.endpoints[0].protocol, vip.endpoints[0].port))
+
     def cookies(self, ns: str, bridge: str) -> set[int]:
         return cookies_in_flow_dump(
             self.ovs(ns, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", bridge))
@@ -210,7 +227,8 @@ class Rig:
         except AssertionError:  # the API is not answering (yet)
             return False
         snat = blocks_by_dip(json.loads(self.cli("snat", "--json").stdout))
-        programs = desired_programs(current, self.inventory, snat=snat)
+        programs = desired_programs(current, self.inventory, snat=snat,
+                                    tables=self.tables(current))
         for dpid, target in switch_targets(self.inventory).items():
             ns = MUX_NS if target.role == "mux" else HV_NS
             ours = {c for c in self.cookies(ns, f"br-{target.bridge}") if is_ours(c)}

@@ -15,9 +15,8 @@ import pytest
 
 from ananta.controller.compile_mux import (
     FRAGMENT_METER_ID,
-    bucket_id,
     chosen_dip,
-    endpoint_group,
+    packet_dp_hash,
     vip_zone,
 )
 from ananta.controller.flows import ip_int, is_lease
@@ -35,18 +34,20 @@ def rig() -> Iterator[Rig]:
         r.stop()
 
 
-def mux_trace(rig: Rig, sport: int, dport: int = 80) -> str:
-    return rig.trace(MUX_NS, "br-phy", f"in_port=1,tcp,nw_src=198.51.100.2,"
-                     f"nw_dst=203.0.113.10,tp_src={sport},tp_dst={dport}")
+def mux_trace(rig: Rig, sport: int, dport: int = 80, src: str = "198.51.100.2") -> str:
+    """The Mux's trace of a new connection, given the hash the datapath would give it."""
+    dp_hash = packet_dp_hash(src, "203.0.113.10", "tcp", sport, dport)
+    return rig.trace(MUX_NS, "br-phy", f"in_port=1,tcp,nw_src={src},nw_dst=203.0.113.10,"
+                     f"tp_src={sport},tp_dst={dport},dp_hash={dp_hash:#x}")
 
 
 def test_switches_hold_exactly_the_desired_flows(rig: Rig) -> None:
     assert rig.programmed()
     groups = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", "br-int")
-    assert "selection_method=hash" in groups
-    assert "fields(ip_src,ip_dst,nw_proto,tcp_src,tcp_dst)" in groups
+    assert "selection_method=dp_hash" in groups
+    assert groups.count("bucket_id:") == 256
     for ip in VM_IPS:
-        assert f"bucket_id:{bucket_id(ip)}," in groups
+        assert f"set_field:{ip_int(ip):#x}->tun_id" in groups
 
 
 def test_mux_encapsulates_to_the_dips_host_with_key_dip(rig: Rig) -> None:
@@ -61,34 +62,72 @@ def test_mux_encapsulates_to_the_dips_host_with_key_dip(rig: Rig) -> None:
 
 
 def traced_dip(rig: Rig, src: str, sport: int) -> str:
-    out = rig.trace(MUX_NS, "br-phy", f"in_port=1,tcp,nw_src={src},nw_dst=203.0.113.10,"
-                    f"tp_src={sport},tp_dst=80")
+    out = mux_trace(rig, sport, src=src)
     m = re.search(r"set_field:(0x[0-9a-f]+)->tun_id", out)
     assert m, out
     return str(ipaddress.IPv4Address(int(m.group(1), 16)))
 
 
-@pytest.mark.parametrize("weights", [(100, 100), (100, 300)])
+@pytest.mark.parametrize("weights", [(100, 100), (100, 301)])
 def test_the_oracle_predicts_the_dip_ovs_picks(rig: Rig, weights: tuple[int, int]) -> None:
-    """For 150 new connections, the pure model of OVS's hash names the DIP that
-    `ofproto/trace` shows the Manager-programmed Mux choosing."""
+    """For 150 new connections, the Manager's slot table and the model of the datapath's
+    hash name the DIP that `ofproto/trace` shows the Manager-programmed Mux choosing (split
+    bins included: with weights 1:3, a DIP's 16384 and 49152 slots fill whole bins, so the
+    weights are made uneven enough to split some)."""
     data = services()
     for be, w in zip(data["vips"][0]["endpoints"][0]["backends"], weights, strict=True):
         be["weight"] = w
     assert rig.write_services(data).returncode == 0
     rig.wait_programmed()
     vip = rig.services().vips[0]
-    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
+    table = rig.table(vip)
     rnd = random.Random(sum(weights))
     seen: Counter[str] = Counter()
     for _ in range(150):
         src, sport = f"198.51.{rnd.randrange(256)}.{rnd.randrange(1, 255)}", rnd.randrange(65536)
         dip = traced_dip(rig, src, sport)
-        assert dip == chosen_dip(group, src, "203.0.113.10", "tcp", sport, 80), (src, sport)
+        assert dip == chosen_dip(table, src, "203.0.113.10", "tcp", sport, 80), (src, sport)
         seen[dip] += 1
     assert set(seen) == set(VM_IPS)
     assert rig.write_services(services()).returncode == 0
     rig.wait_programmed()
+
+
+def test_real_packets_land_where_the_oracle_says(rig: Rig) -> None:
+    """Real SYNs go through the Mux's datapath, which hashes them itself: each is committed
+    with the DIP the oracle names. 60 consecutive source ports, and 10 per DIP chosen to land
+    in the table's split bin (through the bucket's copy of dp_hash and table 4's masked
+    matches)."""
+    data = services()
+    data["vips"][0]["endpoints"][0]["backends"][1]["weight"] = 301
+    assert rig.write_services(data).returncode == 0
+    rig.wait_programmed()
+    src = "198.51.100.33"
+    try:
+        table = rig.table(rig.services().vips[0])
+        assert table is not None
+        in_split_bin = [p for p in range(1024, 65536) if len(table.bins[packet_dp_hash(
+            src, "203.0.113.10", "tcp", p, 80) & 0xFF]) > 1]
+        split = [p for ip in VM_IPS for p in [
+            p for p in in_split_bin
+            if chosen_dip(table, src, "203.0.113.10", "tcp", p, 80) == ip][:10]]
+        assert len(split) == 20
+        send(rig, src, 50000, "0x002", count=60)
+        for sport in split:
+            send(rig, src, sport, "0x002")
+        time.sleep(0.2)
+        entries = conntrack(rig, src)
+        assert len(entries) == 80  # the rig allows 100 per VIP
+        for e in entries:
+            want = chosen_dip(table, src, "203.0.113.10", "tcp", e["sport"], 80)
+            assert e["mark"] == ip_int(str(want)), e
+        assert {e["mark"] for e in entries} == {ip_int(ip) for ip in VM_IPS}
+        assert {e["mark"] for e in entries if e["sport"] in split} == {
+            ip_int(ip) for ip in VM_IPS}  # both DIPs' runs of the split bin
+    finally:
+        rig.ovs(MUX_NS, "ovs-appctl", "dpctl/flush-conntrack")
+        assert rig.write_services(services()).returncode == 0
+        rig.wait_programmed()
 
 
 def test_mux_drops_a_vip_port_without_endpoint(rig: Rig) -> None:
@@ -121,8 +160,8 @@ def test_manager_restart_changes_nothing_and_a_change_is_reconciled(rig: Rig) ->
     rig.write_services(services(backend_ips=(VM_IPS[0],)))
     rig.wait_programmed()
     groups = rig.ovs(MUX_NS, "ovs-ofctl", "-O", "OpenFlow15", "dump-groups", "br-int")
-    assert f"bucket_id:{bucket_id(VM_IPS[1])}" not in groups
-    assert f"bucket_id:{bucket_id(VM_IPS[0])}" in groups
+    assert f"set_field:{ip_int(VM_IPS[1]):#x}->tun_id" not in groups
+    assert f"set_field:{ip_int(VM_IPS[0]):#x}->tun_id" in groups
     # bad services are refused by the API, naming the field; the switches keep what they had
     flows_before = rig.cookies(MUX_NS, "br-int") | rig.cookies(HV_NS, "br-int")
     bad = services(backend_ips=(VM_IPS[0],))
@@ -155,8 +194,7 @@ def test_a_connection_is_tracked_in_its_vips_zone_and_trusted_once_it_is_more_th
     (the oracle's); the zone's timeout policy (set by the Mux agent) keeps an entry that saw
     only a SYN 10 s, one that saw more 300 s, and one that saw an RST 5 s."""
     vip = rig.services().vips[0]
-    dip = chosen_dip(endpoint_group(vip, vip.endpoints[0], rig.inventory), "198.51.100.77",
-                     "203.0.113.10", "tcp", 45000, 80)
+    dip = chosen_dip(rig.table(vip), "198.51.100.77", "203.0.113.10", "tcp", 45000, 80)
     send(rig, "198.51.100.77", 45000, "0x002")
     (entry,) = conntrack(rig, "198.51.100.77")
     assert entry["zone"] == vip_zone("203.0.113.10") and entry["mark"] == ip_int(str(dip))
@@ -174,9 +212,9 @@ def test_a_connection_whose_backend_left_is_hashed_again_and_marked_with_the_new
     """A removed backend's connections are not followed into the void: their next packet
     has no flow for its mark, is hashed to a live backend and committed again with it."""
     vip = rig.services().vips[0]
-    group = endpoint_group(vip, vip.endpoints[0], rig.inventory)
+    table = rig.table(vip)
     sport = next(p for p in range(47000, 47100)
-                 if chosen_dip(group, "198.51.100.8", "203.0.113.10", "tcp", p, 80) == VM_IPS[1])
+                 if chosen_dip(table, "198.51.100.8", "203.0.113.10", "tcp", p, 80) == VM_IPS[1])
     send(rig, "198.51.100.8", sport, "0x002,0x010")
     assert [e["mark"] for e in conntrack(rig, "198.51.100.8")] == [ip_int(VM_IPS[1])]
     try:

@@ -27,7 +27,7 @@ from ananta.controller.compile_mux import (
     chosen_dip,
     compile_mux_int,
     compile_mux_phy,
-    endpoint_group,
+    endpoint_table,
     vip_zone,
 )
 from ananta.controller.desired import desired_programs
@@ -307,9 +307,9 @@ def test_a_new_connection_on_an_old_ones_5_tuple_never_follows_its_stale_entry()
         (port, pkt), = int_.receive(out[0][1], INT_PATCH_OFPORT)
         return str(ipaddress.IPv4Address(int(pkt["tunnel_id"])))
 
-    group = endpoint_group(full.vips[0], full.vips[0].endpoints[0], inv)
+    table = endpoint_table(full.vips[0], full.vips[0].endpoints[0])
     sport = next(p for p in range(20000, 21000)
-                 if chosen_dip(group, CLIENT, VIP, "tcp", p, 80) == added.address)
+                 if chosen_dip(table, CLIENT, VIP, "tcp", p, 80) == added.address)
     old = [send(sport, flags) for flags in (TCP_SYN, 0x010, 0x018)]  # a trusted connection
     assert len(set(old)) == 1 and old[0] != added.address
     int_.program = compile_mux_int(full, inv)  # the backend added; the old entries stay

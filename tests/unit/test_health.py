@@ -19,7 +19,8 @@ HV1_TOKEN = "hv1-agent-token-0123456789abcdef"
 
 
 def buckets(state: ClusterState) -> set[str]:
-    program = compile_mux_int(state.services(), state.inventory, frozenset(state.down))
+    program = compile_mux_int(state.services(), state.inventory, frozenset(state.down),
+                              tables=state.slot_tables)
     (group,) = program.groups
     return {str(a.value) for b in group.buckets for a in b.actions
             if getattr(a, "field", "") == "tunnel_id"}

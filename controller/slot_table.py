@@ -1,0 +1,239 @@
+"""The Mux's lookup table of new connections (pure): 65,536 slots, each naming a DIP, that the
+datapath indexes with its own hash of the packet, so a new connection costs no upcall.
+
+How the datapath reads it (OVS 3.1, checked on real OVS in tests/ovs): the endpoint's select
+group has `selection_method=dp_hash` and exactly BINS buckets of weight 1. The datapath
+hashes the packet (hashing.datapath_hash), recirculates, and the group takes bucket
+`dp_hash & 0xff`, in the order the group_mod listed them: that bucket is the slot table's
+bin. A bin held whole by one DIP is a bucket that sends to that DIP. A bin shared by several
+DIPs is a bucket that resubmits to the split table, where flows match the bin and the next
+eight bits of dp_hash, the bin's sub-slot, with masks.
+
+Why positions: a bin's sub-slots are handed out in runs over *positions*, position p holding
+sub-slot bitrev8(p). An aligned block of 2^j positions is then exactly the sub-slots whose
+low 8-j bits are fixed: one masked match. So a run of any length costs at most 14 flows.
+
+Why a table that remembers (the Manager replicates it, state.py): Maglev's table meets the
+evenness and disruption goals with a table of 65,537 entries, but its entries are scattered,
+which would cost one flow each. This table is built from the previous one instead
+(`next_table`): a DIP that leaves frees its slots; a DIP above its new count gives up the
+excess; the DIPs below their count take the free slots, whole bins first. Only the slots
+that have to move do, which is the least any scheme can move; and counts are exact (largest
+remainder), so a DIP's share is its weight's share to within 1/65,536.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+BINS = 256  # the dp_hash group's buckets: OVS 3.1 maps at most 256 hash values to buckets
+SUBSLOTS = 256  # per bin, the next 8 bits of dp_hash
+SLOTS = BINS * SUBSLOTS
+BIN_MASK, SUB_SHIFT = 0xFF, 8
+
+Run = tuple[str, int]  # (DIP, number of consecutive positions)
+Bin = tuple[Run, ...]  # runs covering the bin's SUBSLOTS positions, in order
+
+
+def bitrev8(x: int) -> int:
+    return int(f"{x:08b}"[::-1], 2)
+
+
+@dataclass(frozen=True, eq=False)
+class SlotTable:
+    """bins[i]: the runs of bin i. Compared and hashed by content, the hash computed once (a
+    table is a cache key of the compiler on every config write)."""
+
+    bins: tuple[Bin, ...]
+    _hash: int = field(init=False, repr=False, compare=False)
+    _counts: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.bins) != BINS or any(sum(n for _, n in b) != SUBSLOTS for b in self.bins):
+            raise ValueError("a slot table has 256 bins of 256 sub-slots")
+        object.__setattr__(self, "_hash", hash(self.bins))
+        counts: dict[str, int] = {}
+        for b in self.bins:
+            for dip, n in b:
+                counts[dip] = counts.get(dip, 0) + n
+        object.__setattr__(self, "_counts", tuple(sorted(counts.items())))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (self is other or isinstance(other, SlotTable)
+                and self._hash == other._hash and self.bins == other.bins)
+
+    def counts(self) -> dict[str, int]:
+        """Each DIP's number of slots."""
+        return dict(self._counts)
+
+    def dip_at(self, dp_hash: int) -> str:
+        """The DIP of the slot a packet with this dp_hash lands in (the oracle's last step)."""
+        position = bitrev8((dp_hash >> SUB_SHIFT) & 0xFF)
+        for dip, n in self.bins[dp_hash & BIN_MASK]:
+            if position < n:
+                return dip
+            position -= n
+        raise AssertionError("unreachable: runs cover the bin")
+
+    def whole_owner(self, index: int) -> str | None:
+        """The DIP holding bin `index` whole, None for a split bin."""
+        b = self.bins[index]
+        return b[0][0] if len(b) == 1 else None
+
+    def expanded(self) -> list[str]:
+        """Every slot's DIP, indexed by dp_hash & 0xffff (for tests and bench/)."""
+        out = [""] * SLOTS
+        for i, b in enumerate(self.bins):
+            position = 0
+            for dip, n in b:
+                for p in range(position, position + n):
+                    out[i | bitrev8(p) << SUB_SHIFT] = dip
+                position += n
+        return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _whole(dip: str) -> Bin:
+    """The bin a DIP holds whole (one object per DIP: a Manager keeps thousands of tables)."""
+    return ((dip, SUBSLOTS),)
+
+
+def encode(table: SlotTable) -> dict[str, Any]:
+    """The table as JSON-ready data (Raft snapshots): its DIPs, each bin's DIP index (-1
+    for a split bin), and each split bin's runs as flat [index, length, ...] lists."""
+    dips = [dip for dip, _ in table._counts]
+    index = {dip: i for i, dip in enumerate(dips)}
+    whole = [index[b[0][0]] if len(b) == 1 else -1 for b in table.bins]
+    split = {str(i): [x for dip, n in b for x in (index[dip], n)]
+             for i, b in enumerate(table.bins) if len(b) > 1}
+    return {"dips": dips, "whole": whole, "split": split}
+
+
+def decode(data: Mapping[str, Any]) -> SlotTable:
+    dips, split = data["dips"], data["split"]
+    def runs(flat: list[int]) -> Bin:
+        return tuple((dips[flat[k]], flat[k + 1]) for k in range(0, len(flat), 2))
+
+    return SlotTable(tuple(_whole(dips[w]) if w >= 0 else runs(split[str(i)])
+                           for i, w in enumerate(data["whole"])))
+
+
+def slot_counts(weights: Mapping[str, int]) -> dict[str, int]:
+    """Each backend's number of slots: its share of the weight, by largest remainder (exact
+    to within one slot); a backend with weight > 0 gets at least one. {} without weight."""
+    live = {k: w for k, w in weights.items() if w > 0}
+    total = sum(live.values())
+    if not total:
+        return {}
+    quotas = {k: w * SLOTS / total for k, w in live.items()}
+    counts = {k: int(q) for k, q in quotas.items()}
+    spare = SLOTS - sum(counts.values())
+    for k in sorted(quotas, key=lambda k: (counts[k] - quotas[k], k))[:spare]:
+        counts[k] += 1
+    for k in sorted(k for k, c in counts.items() if c == 0):
+        counts[max(counts, key=lambda d: (counts[d], d))] -= 1
+        counts[k] = 1
+    return counts
+
+
+def block_matches(bin_index: int, start: int, length: int) -> Iterator[tuple[int, int]]:
+    """(dp_hash value, mask) for each aligned block of positions [start, start+length) of a
+    bin: the masked matches that cover exactly that run's sub-slots."""
+    position, end = start, start + length
+    while position < end:
+        size = position & -position if position else SUBSLOTS
+        while position + size > end:
+            size //= 2
+        fixed_bits = 8 - size.bit_length() + 1  # the low bits of the sub-slot a block fixes
+        yield (bin_index | bitrev8(position) << SUB_SHIFT,
+               BIN_MASK | ((1 << fixed_bits) - 1) << SUB_SHIFT)
+        position += size
+
+
+# --- building the next table from the last -------------------------------------------------
+
+@dataclass
+class _Piece:  # a run of a bin being rebuilt; owner None: free
+    owner: str | None
+    n: int
+
+
+def next_table(old: SlotTable | None, counts: Mapping[str, int]) -> SlotTable | None:
+    """The table giving each DIP exactly counts[DIP] slots, moving as few slots of `old` as
+    can be (None: no DIP takes new connections)."""
+    if not counts:
+        return None
+    if sum(counts.values()) != SLOTS or min(counts.values()) < 1:
+        raise ValueError("counts must be positive and add up to the number of slots")
+    if old is not None and old._counts == tuple(sorted(counts.items())):
+        return old
+    bins = ([[_Piece(dip if dip in counts else None, n) for dip, n in b] for b in old.bins]
+            if old is not None else [[_Piece(None, SUBSLOTS)] for _ in range(BINS)])
+    have = dict.fromkeys(counts, 0)
+    for b in bins:
+        for piece in b:
+            if piece.owner is not None:
+                have[piece.owner] += piece.n
+    for dip in sorted(counts):
+        if have[dip] > counts[dip]:
+            _give_up(bins, dip, have[dip] - counts[dip])
+    _fill(bins, {d: counts[d] - have[d] for d in sorted(counts) if counts[d] > have[d]})
+    return SlotTable(tuple(_merged(b) for b in bins))
+
+
+def _merged(b: list[_Piece]) -> Bin:
+    out: list[_Piece] = []
+    for piece in b:
+        assert piece.owner is not None, "every free slot was given out"
+        if out and out[-1].owner == piece.owner:
+            out[-1].n += piece.n
+        else:
+            out.append(_Piece(piece.owner, piece.n))
+    if len(out) == 1:
+        return _whole(str(out[0].owner))
+    return tuple((str(p.owner), p.n) for p in out)
+
+
+def _is_whole(b: list[_Piece], owner: str | None) -> bool:
+    return len(b) == 1 and b[0].owner == owner
+
+
+def _give_up(bins: list[list[_Piece]], dip: str, excess: int) -> None:
+    """Free `excess` of the DIP's slots: its pieces of split bins first (smallest first, from
+    their ends), then its whole bins from the last, the final one from its end."""
+    pieces = sorted(((p.n, i, j) for i, b in enumerate(bins) if len(b) > 1
+                     for j, p in enumerate(b) if p.owner == dip), key=lambda t: (t[0], t[1]))
+    wholes = [(SUBSLOTS, i, 0) for i in range(BINS - 1, -1, -1) if _is_whole(bins[i], dip)]
+    for n, i, j in pieces + wholes:
+        take = min(n, excess)
+        bins[i][j:j + 1] = ([_Piece(dip, n - take), _Piece(None, take)] if take < n
+                            else [_Piece(None, n)])
+        excess -= take
+        if excess == 0:
+            return
+
+
+def _fill(bins: list[list[_Piece]], needs: dict[str, int]) -> None:
+    """Give each DIP its need from the free slots: whole free bins while it needs a bin or
+    more, then the free run that fits its rest best (or the largest, and again)."""
+    free_bins = [i for i, b in enumerate(bins) if _is_whole(b, None)]
+    for dip in needs:
+        while needs[dip] >= SUBSLOTS and free_bins:
+            bins[free_bins.pop(0)][0].owner = dip
+            needs[dip] -= SUBSLOTS
+    for dip in needs:
+        while needs[dip] > 0:
+            gaps = [(p.n, i, j) for i, b in enumerate(bins)
+                    for j, p in enumerate(b) if p.owner is None]
+            fitting = [g for g in gaps if g[0] >= needs[dip]]
+            n, i, j = min(fitting) if fitting else max(gaps, key=lambda g: (g[0], -g[1], -g[2]))
+            take = min(n, needs[dip])
+            bins[i][j:j + 1] = ([_Piece(dip, take), _Piece(None, n - take)] if take < n
+                                else [_Piece(dip, n)])
+            needs[dip] -= take
