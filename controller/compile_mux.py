@@ -6,10 +6,11 @@ br-int: a VIP endpoint's packet goes through conntrack, in its VIP's zone, and c
         table 1 with its connection's mark: the DIP it was sent to. A known connection goes
         to its DIP whatever has happened to the backend set since. A new one (no mark, or
         the mark of a DIP that is gone) and every TCP SYN go to the endpoint's select group
-        (table 2; OpenFlow 1.5, selection_method=hash over the 5-tuple: rendezvous
-        hashing), where each backend taking new connections has buckets in proportion to
-        its weight (hashing.py). A bucket sets tun_dst = the DIP's host and tun_id = the
-        DIP, and table 3 commits the connection with that DIP as its mark, then sends it
+        (table 2; OpenFlow 1.5, selection_method=dp_hash), where the datapath's own hash of
+        the packet names a slot of the endpoint's table (slot_table.py): bucket i is the
+        table's bin i, and a bin split between DIPs continues in table 4. The slot's DIP
+        becomes tun_dst = the DIP's host and tun_id = the DIP, and table 3 commits the
+        connection with that DIP as its mark, then sends it
         out of the GRE port (table 5, egress). Trust is conntrack's: an entry that saw only
         a SYN (or one UDP datagram) lives UNTRUSTED_IDLE_S without traffic, one that saw
         more TRUSTED_IDLE_S (the zone's timeout policy, set by the Mux agent). Any other
@@ -148,15 +149,6 @@ def vip_meter(vip: Vip, meter_id: int) -> Meter:
     """The VIP's rate limit, with a burst of 1/10 s of traffic (at least 10 packets)."""
     assert vip.rate_limit_pps is not None
     return Meter(meter_id, vip.rate_limit_pps, max(10, vip.rate_limit_pps // 10))
-
-
-def bucket_id(dip: str) -> int:
-    """The id of a DIP's first bucket (its only one when weights are equal)."""
-    return stable_id(f"dip:{dip}")
-
-
-def hash_fields(protocol: str) -> tuple[str, ...]:
-    return ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src", f"{protocol}_dst")
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -1,18 +1,18 @@
-"""Consistent hashing of new connections (pure): how backends' weights become select-group
-buckets, and an exact model of the bucket OVS picks for a packet.
+"""Models of OVS 3.1's hashes (pure): the datapath's hash of a packet, which a
+`selection_method=dp_hash` group picks its bucket by (`datapath_hash`: what the Mux's slot
+tables are read with, slot_table.py), and the `selection_method=hash` choice
+(`selection_basis`, `best_bucket`), which bench/hashing.py can compare.
 
-OVS's `selection_method=hash` group is highest-random-weight (rendezvous) hashing: it hashes
-the packet's selected fields into a `basis`, scores every bucket with
+OVS's `selection_method=hash` group is highest-random-weight (rendezvous) hashing in
+ovs-vswitchd: it hashes the packet's selected fields into a `basis`, scores every bucket with
 `(hash_int(bucket_id, basis) & 0xffff) * weight` and takes the best (the last one on a tie).
-Every Mux given the same buckets therefore picks the same one for a 5-tuple, and removing a
-bucket moves only the connections that bucket had. Multiplying a uniform score by the weight
-is not proportional weighting, though (weights 1:2 give about 25:75), so Ananta gives every
-bucket weight 1 and gives a backend as many buckets as its share of the weight: each bucket
-wins an equal share, so a backend's share is its buckets over all buckets.
+Multiplying a uniform score by the weight is not proportional weighting (weights 1:2 give
+about 25:75), and every new 5-tuple is an upcall: Ananta's Muxes no longer use it.
 
 The functions below work on Python ints and, unchanged, on numpy uint64 arrays (bench/).
 They follow OVS 3.1's lib/hash.h (the murmur-based variant that Debian's generic x86-64
-build uses) and ofproto-dpif-xlate.c's pick_hash_fields_select_group.
+build uses), ofproto-dpif-xlate.c's pick_hash_fields_select_group and dpif-netdev's hash
+action.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from math import gcd
 from typing import Any
 
 MASK32 = 0xFFFFFFFF
-MAX_BUCKETS = 512  # per group: a group_mod with 512 of our buckets is ~33 KB (limit 64 KB)
 
 # The fields OVS can hash for us, in the order OVS hashes them (its internal field ids), with
 # their width in bytes.
@@ -106,51 +104,6 @@ def packet_values(src: str, dst: str, protocol: str, sport: int, dport: int) -> 
             "ipv4_dst": int(ipaddress.IPv4Address(dst)),
             "ip_proto": {"tcp": 6, "udp": 17}[protocol],
             f"{protocol}_src": sport, f"{protocol}_dst": dport}
-
-
-def bucket_counts(weights: Mapping[str, int], max_buckets: int = MAX_BUCKETS) -> dict[str, int]:
-    """How many equal buckets each backend gets so that its share of new connections is its
-    share of the weight. Weights are divided by their gcd (equal weights: one bucket each, so
-    adding or removing a backend moves nothing else); when they still need more than
-    `max_buckets` buckets, they are apportioned to `max_buckets` by largest remainder (each
-    share then within 1/max_buckets of exact), at least one bucket per backend."""
-    live = {k: w for k, w in weights.items() if w > 0}
-    if not live:
-        return {}
-    g = 0
-    for w in live.values():
-        g = gcd(g, w)
-    units = {k: w // g for k, w in live.items()}
-    total = sum(units.values())
-    if total <= max_buckets:
-        return units
-    quotas = {k: u * max_buckets / total for k, u in units.items()}
-    counts = {k: max(1, int(q)) for k, q in quotas.items()}
-    spare = max_buckets - sum(counts.values())
-    by_remainder = sorted(quotas, key=lambda k: (-(quotas[k] - int(quotas[k])), k))
-    for k in by_remainder[:max(0, spare)]:
-        counts[k] += 1
-    return counts
-
-
-def unit_bucket_ids(counts: Mapping[str, int], id_of: Any) -> dict[str, tuple[int, ...]]:
-    """Stable, distinct bucket ids for each backend's buckets: `id_of(key)` of "dip:ADDR" for
-    the first and "dip:ADDR#i" for the i-th, so a backend keeps its buckets (and their
-    connections) when others come and go. A rare id collision is resolved deterministically."""
-    taken: set[int] = set()
-    out: dict[str, tuple[int, ...]] = {}
-    for dip in sorted(counts):
-        ids = []
-        for i in range(counts[dip]):
-            key = f"dip:{dip}" if i == 0 else f"dip:{dip}#{i}"
-            bid, salt = id_of(key), 0
-            while bid in taken:
-                salt += 1
-                bid = id_of(f"{key}~{salt}")
-            taken.add(bid)
-            ids.append(bid)
-        out[dip] = tuple(ids)
-    return out
 
 
 def datapath_hash(values: Mapping[str, Any], protocol: str) -> Any:

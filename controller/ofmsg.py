@@ -227,7 +227,7 @@ def _bucket_bytes(b: Bucket) -> bytes:
 
 class EncodedBucket:
     """A bucket os-ken's OFPGroupMod serializes by copying bytes encoded once per distinct
-    bucket: a weight change re-sends a group of up to 512 buckets (hashing.MAX_BUCKETS), and
+    bucket: a change to an endpoint's slot table re-sends its group of 256 buckets, and
     encoding each one's actions again made most of a config write's cost on the leader."""
 
     def __init__(self, b: Bucket):

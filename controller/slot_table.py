@@ -25,8 +25,9 @@ remainder), so a DIP's share is its weight's share to within 1/65,536.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 BINS = 256  # the dp_hash group's buckets: OVS 3.1 maps at most 256 hash values to buckets
@@ -42,31 +43,38 @@ def bitrev8(x: int) -> int:
     return int(f"{x:08b}"[::-1], 2)
 
 
-@dataclass(frozen=True, eq=False)
 class SlotTable:
-    """bins[i]: the runs of bin i. Compared and hashed by content, the hash computed once (a
-    table is a cache key of the compiler on every config write)."""
+    """bins[i]: the runs of bin i (immutable). Compared by content and hashed once, lazily
+    (a table is a cache key of the compiler on every config write)."""
 
-    bins: tuple[Bin, ...]
-    _hash: int = field(init=False, repr=False, compare=False)
-    _counts: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
+    __slots__ = ("bins", "_counts", "_hash")
 
-    def __post_init__(self) -> None:
-        if len(self.bins) != BINS or any(sum(n for _, n in b) != SUBSLOTS for b in self.bins):
-            raise ValueError("a slot table has 256 bins of 256 sub-slots")
-        object.__setattr__(self, "_hash", hash(self.bins))
-        counts: dict[str, int] = {}
-        for b in self.bins:
-            for dip, n in b:
-                counts[dip] = counts.get(dip, 0) + n
-        object.__setattr__(self, "_counts", tuple(sorted(counts.items())))
+    def __init__(self, bins: tuple[Bin, ...],
+                 counts: tuple[tuple[str, int], ...] | None = None):
+        """`counts` (sorted) only from code that built `bins` itself, unchecked."""
+        if counts is None:
+            if len(bins) != BINS or any(sum(n for _, n in b) != SUBSLOTS for b in bins):
+                raise ValueError("a slot table has 256 bins of 256 sub-slots")
+            total: dict[str, int] = {}
+            for b in bins:
+                for dip, n in b:
+                    total[dip] = total.get(dip, 0) + n
+            counts = tuple(sorted(total.items()))
+        self.bins = bins
+        self._counts = counts
+        self._hash: int | None = None
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self.bins)
         return self._hash
 
     def __eq__(self, other: object) -> bool:
         return (self is other or isinstance(other, SlotTable)
-                and self._hash == other._hash and self.bins == other.bins)
+                and self._counts == other._counts and self.bins == other.bins)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SlotTable, (self.bins, self._counts))
 
     def counts(self) -> dict[str, int]:
         """Each DIP's number of slots."""
@@ -117,11 +125,17 @@ def encode(table: SlotTable) -> dict[str, Any]:
 
 def decode(data: Mapping[str, Any]) -> SlotTable:
     dips, split = data["dips"], data["split"]
-    def runs(flat: list[int]) -> Bin:
-        return tuple((dips[flat[k]], flat[k + 1]) for k in range(0, len(flat), 2))
-
-    return SlotTable(tuple(_whole(dips[w]) if w >= 0 else runs(split[str(i)])
-                           for i, w in enumerate(data["whole"])))
+    whole = [_whole(d) for d in dips]
+    counts = Counter(data["whole"])
+    bins = [whole[w] if w >= 0 else () for w in data["whole"]]
+    total = {d: counts.get(i, 0) * SUBSLOTS for i, d in enumerate(dips)}
+    for i, flat in split.items():
+        runs = tuple((dips[flat[k]], flat[k + 1]) for k in range(0, len(flat), 2))
+        bins[int(i)] = runs
+        for dip, n in runs:
+            total[dip] += n
+    # trusted: a snapshot holds what this code built (restoring 10k tables must be quick)
+    return SlotTable(tuple(bins), tuple(sorted(total.items())))
 
 
 def slot_counts(weights: Mapping[str, int]) -> dict[str, int]:

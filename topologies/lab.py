@@ -350,8 +350,9 @@ def dip_in_every_mux(plan: LabPlan, dip: str) -> bool | None:
     for mux in (n.name for n in plan.by_role("mux")):
         try:
             text = "".join(ns_run(plan, mux, ["ovs-ofctl", "--no-names", "-O", "OpenFlow15",
-                                              *what, "br-int"], env=ovs_cmd_env(mux), timeout=10)
-                           for what in (["dump-groups"], ["dump-flows", "table=4"]))
+                                              what, "br-int", *rest], env=ovs_cmd_env(mux),
+                                  timeout=10)
+                           for what, *rest in (["dump-groups"], ["dump-flows", "table=4"]))
         except (CommandFailed, subprocess.TimeoutExpired):
             return None
         seen.add(tun_id in text)
