@@ -25,6 +25,7 @@ remainder), so a DIP's share is its weight's share to within 1/65,536.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,14 +46,17 @@ def bitrev8(x: int) -> int:
 
 class SlotTable:
     """bins[i]: the runs of bin i (immutable). Compared by content and hashed once, lazily
-    (a table is a cache key of the compiler on every config write)."""
+    (a table is a cache key of the compiler on every config write). Its JSON form (Raft
+    snapshots) is made once; a table restored from it is decoded when first read, so a
+    replica restoring 10k endpoints' tables does not decode them all."""
 
-    __slots__ = ("bins", "_counts", "_hash")
+    __slots__ = ("_bins", "_counts_", "_hash", "_encoded")
 
-    def __init__(self, bins: tuple[Bin, ...],
-                 counts: tuple[tuple[str, int], ...] | None = None):
-        """`counts` (sorted) only from code that built `bins` itself, unchecked."""
-        if counts is None:
+    def __init__(self, bins: tuple[Bin, ...] | None = None,
+                 counts: tuple[tuple[str, int], ...] | None = None, encoded: str | None = None):
+        """From `bins` (checked), `bins` and `counts` (sorted; only from code that built both,
+        unchecked), or `encoded` (what `encoded()` returned, trusted, decoded when read)."""
+        if bins is not None and counts is None:
             if len(bins) != BINS or any(sum(n for _, n in b) != SUBSLOTS for b in bins):
                 raise ValueError("a slot table has 256 bins of 256 sub-slots")
             total: dict[str, int] = {}
@@ -60,9 +64,35 @@ class SlotTable:
                 for dip, n in b:
                     total[dip] = total.get(dip, 0) + n
             counts = tuple(sorted(total.items()))
-        self.bins = bins
-        self._counts = counts
+        if bins is None and encoded is None:
+            raise ValueError("a slot table needs its bins or its encoded form")
+        self._bins, self._counts_, self._encoded = bins, counts, encoded
         self._hash: int | None = None
+
+    def _decode(self) -> None:
+        assert self._encoded is not None
+        table = decode(json.loads(self._encoded))
+        self._bins, self._counts_ = table._bins, table._counts_
+
+    @property
+    def bins(self) -> tuple[Bin, ...]:
+        if self._bins is None:
+            self._decode()
+        assert self._bins is not None
+        return self._bins
+
+    @property
+    def _counts(self) -> tuple[tuple[str, int], ...]:
+        if self._counts_ is None:
+            self._decode()
+        assert self._counts_ is not None
+        return self._counts_
+
+    def encoded(self) -> str:
+        """Compact JSON of `encode(self)`, made once."""
+        if self._encoded is None:
+            self._encoded = json.dumps(encode(self), separators=(",", ":"))
+        return self._encoded
 
     def __hash__(self) -> int:
         if self._hash is None:
@@ -74,7 +104,7 @@ class SlotTable:
                 and self._counts == other._counts and self.bins == other.bins)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SlotTable, (self.bins, self._counts))
+        return (SlotTable, (None, None, self.encoded()))
 
     def counts(self) -> dict[str, int]:
         """Each DIP's number of slots."""
@@ -198,7 +228,9 @@ def next_table(old: SlotTable | None, counts: Mapping[str, int]) -> SlotTable | 
         if have[dip] > counts[dip]:
             _give_up(bins, dip, have[dip] - counts[dip])
     _fill(bins, {d: counts[d] - have[d] for d in sorted(counts) if counts[d] > have[d]})
-    return SlotTable(tuple(_merged(b) for b in bins))
+    table = SlotTable(tuple(_merged(b) for b in bins))
+    table.encoded()  # now, once (50 us), rather than all together in the next Raft snapshot
+    return table
 
 
 def _merged(b: list[_Piece]) -> Bin:

@@ -40,8 +40,6 @@ from ananta.controller.model import (
     new_connection_weights,
 )
 from ananta.controller.slot_table import SlotTable, next_table, slot_counts
-from ananta.controller.slot_table import decode as decode_table
-from ananta.controller.slot_table import encode as encode_table
 from ananta.controller.snat import (
     BLOCK_SIZE,
     MAX_BLOCKS_PER_DIP,
@@ -254,8 +252,9 @@ class ClusterState:
             "draining_muxes": sorted(self.draining_muxes),
             "snat": [[b.vip, b.start, b.size, b.dip]
                      for blocks in self.snat.values() for b in blocks],
-            "slot_tables": zlib.compress(json.dumps(
-                {k: encode_table(t) for k, t in self.slot_tables.items()}).encode(), 1),
+            # a line per endpoint: its key, a tab, its table's JSON (made once per table)
+            "slot_tables": zlib.compress("\n".join(
+                f"{k}\t{t.encoded()}" for k, t in self.slot_tables.items()).encode(), 1),
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -292,8 +291,9 @@ class ClusterState:
             for dip in _dips(v):
                 self.dip_vips.setdefault(dip, set()).add(key)
         if "slot_tables" in data:
-            self.slot_tables = {k: decode_table(t) for k, t in
-                                json.loads(zlib.decompress(data["slot_tables"])).items()}
+            lines = zlib.decompress(data["slot_tables"]).decode()
+            self.slot_tables = {k: SlotTable(encoded=t) for k, t in
+                                (line.split("\t", 1) for line in lines.split("\n") if line)}
         else:  # a snapshot from before slot tables: every replica builds the same ones
             self.slot_tables = {}
             for v in self.vips.values():
