@@ -267,7 +267,9 @@ def _give_up(bins: list[list[_Piece]], dip: str, excess: int) -> None:
 
 def _fill(bins: list[list[_Piece]], needs: dict[str, int]) -> None:
     """Give each DIP its need from the free slots: whole free bins while it needs a bin or
-    more, then the free run that fits its rest best (or the largest, and again)."""
+    more; then a free run that holds the rest, preferring one next to a run of its own (the
+    two merge: one run fewer to match), then an exact fit, then the smallest; when none
+    holds it, the largest, and again."""
     free_bins = [i for i, b in enumerate(bins) if _is_whole(b, None)]
     for dip in needs:
         while needs[dip] >= SUBSLOTS and free_bins:
@@ -275,11 +277,19 @@ def _fill(bins: list[list[_Piece]], needs: dict[str, int]) -> None:
             needs[dip] -= SUBSLOTS
     for dip in needs:
         while needs[dip] > 0:
-            gaps = [(p.n, i, j) for i, b in enumerate(bins)
-                    for j, p in enumerate(b) if p.owner is None]
-            fitting = [g for g in gaps if g[0] >= needs[dip]]
-            n, i, j = min(fitting) if fitting else max(gaps, key=lambda g: (g[0], -g[1], -g[2]))
-            take = min(n, needs[dip])
-            bins[i][j:j + 1] = ([_Piece(dip, take), _Piece(None, n - take)] if take < n
-                                else [_Piece(dip, n)])
+            need = needs[dip]
+            gaps = [(p.n, i, j, j > 0 and b[j - 1].owner == dip,
+                     j + 1 < len(b) and b[j + 1].owner == dip)
+                    for i, b in enumerate(bins) for j, p in enumerate(b) if p.owner is None]
+            fitting = [g for g in gaps if g[0] >= need]
+            n, i, j, after_own, before_own = (
+                min(fitting, key=lambda g: (not (g[3] or g[4]), g[0] != need, g[0], g[1], g[2]))
+                if fitting else max(gaps, key=lambda g: (g[0], -g[1], -g[2])))
+            take = min(n, need)
+            if take == n:
+                bins[i][j:j + 1] = [_Piece(dip, n)]
+            elif before_own and not after_own:  # take the end that touches its own run
+                bins[i][j:j + 1] = [_Piece(None, n - take), _Piece(dip, take)]
+            else:
+                bins[i][j:j + 1] = [_Piece(dip, take), _Piece(None, n - take)]
             needs[dip] -= take
