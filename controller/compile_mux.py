@@ -202,13 +202,13 @@ def endpoint_selection(vip_address: str, protocol: str, port: int, gid: int,
             if k == largest:
                 flows.add(Flow(T_SPLIT, PRIO_SPLIT_BIN,
                                match(**endpoint, **{SPLIT_REG: (i, FULL_BIN)}),
-                               acts, FlowKind.VIP_ENDPOINT, owner))
+                               acts, FlowKind.SPLIT_BIN, owner))
             else:
                 for value, mask in block_matches(i, start, n):
                     masks.append(mask)
                     flows.add(Flow(T_SPLIT, PRIO_SPLIT_RUN,
                                    match(**endpoint, **{SPLIT_REG: (value, mask)}), acts,
-                                   FlowKind.VIP_ENDPOINT, owner))
+                                   FlowKind.SPLIT_BIN, owner))
             start += n
         # copy only the bits matched: the datapath keeps a flow per value of the bits moved
         buckets.append(split_bucket(i + 1, max(masks).bit_length()))

@@ -58,6 +58,7 @@ class FlowKind(enum.IntEnum):
     SNAT = 11  # host br-int: a DIP's outbound connections leave as VIP:port of its blocks
     SNAT_RETURN = 12  # mux br-int: return traffic to a SNAT block goes to the DIP's host
     FRAGMENT = 13  # IP fragments: through the Mux agent (mux); NAT via reassembly (host)
+    SPLIT_BIN = 14  # mux br-int: the runs of a split bin of an endpoint's slot table
 
 
 Match = tuple[tuple[str, Any], ...]

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ananta.bridges import INT_PATCH_OFPORT
-from ananta.controller.compile_mux import chosen_dip, compile_mux_int, endpoint_table
+from ananta.controller.compile_mux import T_SPLIT, chosen_dip, compile_mux_int, endpoint_table
+from ananta.controller.flows import FlowKind
 from ananta.controller.hashing import (
     BucketSpec,
     best_bucket,
@@ -176,7 +177,11 @@ def test_the_mux_program_sends_each_new_connection_to_the_oracles_dip() -> None:
     vip, ep = endpoint(dips, [100, 301, 50, 100, 7, 999, 100])
     table = endpoint_table(vip, ep)
     assert table is not None and sum(len(b) > 1 for b in table.bins) >= 3
-    mux = Switch(compile_mux_int(Services(vips=[vip]), inventory(dips)))
+    program = compile_mux_int(Services(vips=[vip]), inventory(dips))
+    split = [f for f in program.flows if f.table == T_SPLIT and f.priority > 0]
+    # their own kind: the Manager's per-VIP counters (endpoint flows) must not sum them in
+    assert split and {f.kind for f in split} == {FlowKind.SPLIT_BIN}
+    mux = Switch(program)
     seen: Counter[str] = Counter()
     for src, sport in random_flows(11, 3000):
         pkt = {"eth_type": 0x0800, "ip_proto": 6, "ipv4_src": src, "ipv4_dst": VIP,
