@@ -462,12 +462,15 @@ class AnantaManagerApp(app_manager.OSKenApp):
         steps = plan(desired, session.flows, session.groups, session.meters)
         dp = session.datapath
         try:  # encode everything first: a bad message must not leave a half-sent plan
+            # New flows before modified groups: a bin of a slot table that becomes split
+            # points its bucket at table-4 flows, which must be there first (a new flow
+            # nothing points at yet changes nothing); old flows go once nothing points at them
             messages = (
                 [ofmsg.meter_add(dp, m) for m in steps.add_meters]
                 + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters]
                 + [ofmsg.group_add(dp, g) for g in steps.add_groups]
-                + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
                 + [ofmsg.flow_add(dp, f) for f in steps.add_flows]
+                + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
                 + [ofmsg.flow_delete_strict(dp, s.table, s.priority, s.cookie, s.match)
                    for s in steps.delete_flows]
                 + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
