@@ -6,8 +6,9 @@ group has `selection_method=dp_hash` and exactly BINS buckets of weight 1. The d
 hashes the packet (hashing.datapath_hash), recirculates, and the group takes bucket
 `dp_hash & 0xff`, in the order the group_mod listed them: that bucket is the slot table's
 bin. A bin held whole by one DIP is a bucket that sends to that DIP. A bin shared by several
-DIPs is a bucket that resubmits to the split table, where flows match the bin and the next
-eight bits of dp_hash, the bin's sub-slot, with masks.
+DIPs is a bucket that copies dp_hash's low bits into a register (OVS lets no OpenFlow flow
+match dp_hash itself) and resubmits to the split table, whose flows match the bin and the
+next eight bits, the bin's sub-slot, with masks (compile_mux.endpoint_selection).
 
 Why positions: a bin's sub-slots are handed out in runs over *positions*, position p holding
 sub-slot bitrev8(p). An aligned block of 2^j positions is then exactly the sub-slots whose
@@ -187,8 +188,9 @@ def slot_counts(weights: Mapping[str, int]) -> dict[str, int]:
 
 
 def block_matches(bin_index: int, start: int, length: int) -> Iterator[tuple[int, int]]:
-    """(dp_hash value, mask) for each aligned block of positions [start, start+length) of a
-    bin: the masked matches that cover exactly that run's sub-slots."""
+    """(value, mask) over dp_hash's low 16 bits for each aligned block of positions
+    [start, start+length) of a bin: the masked matches that cover exactly that run's
+    sub-slots."""
     position, end = start, start + length
     while position < end:
         size = position & -position if position else SUBSLOTS
