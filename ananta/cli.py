@@ -216,6 +216,9 @@ def _api(args: argparse.Namespace) -> int:
             return 0
         if args.vip_cmd == "slots":
             proto, port = args.endpoint
+            if args.rebuild:
+                return write("POST", f"/api/v1/vips/{args.name}/endpoints/{proto}/{port}"
+                             "/slots/rebuild")
             table = client.call("GET", f"/api/v1/vips/{args.name}/endpoints/{proto}/{port}"
                                 f"/slots{q}")
             split = len(table["split"])
@@ -338,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "new connections: each DIP's share of the slots")
     vslots.add_argument("name")
     vslots.add_argument("endpoint", type=_endpoint_spec, help="PROTOCOL:PORT")
+    vslots.add_argument("--rebuild", action="store_true", help="build the table afresh (fewest "
+                        "split flows); moves new connections' choices, not established ones")
     vd = vsub.add_parser("delete", parents=[write])
     vd.add_argument("name")
     vl = vsub.add_parser("limit", parents=[write], help="packets/s every Mux lets through to "

@@ -556,6 +556,17 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
             return SlotTableOut(dips=[], counts={}, whole=[], split={})
         return SlotTableOut(**encode_table(table), counts=table.counts())
 
+    @app.post(f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/slots/rebuild",
+              response_model=OperationOut, tags=["vips"])
+    def rebuild_endpoint_slots(name: Name, protocol: Protocol, port: PathPort, who: Who,
+                               tenant: TenantQuery = "") -> OperationOut:
+        """Build the endpoint's slot table afresh: the fewest split bins (table-4 flows on
+        every Mux), after a long history of changes split it. This moves new connections'
+        choices of backend; established connections keep theirs (each Mux's conntrack)."""
+        vip = own_vip(who, name, tenant)
+        return write(who, {"op": "rebuild_slot_table", "tenant": vip.tenant, "vip": vip.name,
+                           "protocol": protocol, "port": port})
+
     backends = f"{API}/vips/{{name}}/endpoints/{{protocol}}/{{port}}/backends"
 
     @app.post(backends, response_model=OperationOut, status_code=201, tags=["backends"])

@@ -165,6 +165,18 @@ class SetVipRateLimit(StrictModel):
     rate_limit_pps: Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT_PPS), JsonInteger] | None
 
 
+class RebuildSlotTable(StrictModel):
+    """Build an endpoint's slot table afresh (fewest split bins), which moves new
+    connections' choices: the cure for a table that a long history of changes split into
+    many table-4 flows. Established connections keep their DIP (conntrack, on each Mux)."""
+
+    op: Literal["rebuild_slot_table"] = "rebuild_slot_table"
+    tenant: Name
+    vip: Name
+    protocol: Protocol
+    port: Port
+
+
 class HealthResult(StrictModel):
     address: IPv4
     port: Port
@@ -191,7 +203,7 @@ class SetMuxDrain(StrictModel):
 Command = Annotated[
     SetInventory | PutTenant | DeleteTenant | CreateVip | DeleteVip | AddEndpoint
     | RemoveEndpoint | AddBackend | UpdateBackend | RemoveBackend | ReportHealth | SetMuxDrain
-    | SetVipRateLimit | RequestSnatBlock | ReleaseSnatBlock,
+    | SetVipRateLimit | RequestSnatBlock | ReleaseSnatBlock | RebuildSlotTable,
     Field(discriminator="op"),
 ]
 
@@ -496,6 +508,14 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         if not any(m.name == cmd.mux for m in state.inventory.muxes):
             raise CommandError(404, f"no Mux {cmd.mux!r}", "mux")
         (state.draining_muxes.add if cmd.draining else state.draining_muxes.discard)(cmd.mux)
+    elif isinstance(cmd, RebuildSlotTable):
+        vip = state.vip(cmd.tenant, cmd.vip)
+        ep = vip.endpoints[_endpoint_index(vip, cmd.protocol, cmd.port)]
+        key = endpoint_key(vip.address, ep.protocol, ep.port)
+        if key not in state.slot_tables:
+            raise CommandError(409, "no backend of the endpoint takes new connections", "port")
+        state.slot_tables.pop(key)
+        _update_table(state, vip, ep)
     elif isinstance(cmd, DeleteTenant):
         if cmd.name not in state.tenants:
             raise CommandError(404, f"no tenant {cmd.name!r}", "name")

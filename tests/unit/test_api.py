@@ -215,3 +215,30 @@ def test_a_drain_with_a_deadline(api) -> None:  # type: ignore[no-untyped-def]
     assert be.state == "draining" and be.drain_until is not None
     assert client.post(url, headers=h).status_code == 200  # no body: drains with no deadline
     assert service.state.vips[("demo", "web")].endpoints[0].backends[0].drain_until is None
+
+
+def test_a_tenant_reads_and_rebuilds_its_endpoints_slot_table(api) -> None:  # type: ignore[no-untyped-def]
+    """GET .../slots shows each DIP's share; a long history split the table into many bins,
+    and POST .../slots/rebuild builds it afresh (same shares, fewest split bins). Another
+    tenant gets 404 for both and changes nothing."""
+    client, service = api
+    h = auth(DEMO_TOKEN)
+    assert client.post("/api/v1/vips", json=web_body(), headers=h).status_code == 201
+    base = "/api/v1/vips/web/endpoints/tcp/80"
+    table = client.get(f"{base}/slots", headers=h).json()
+    assert sum(table["counts"].values()) == 65536 and len(table["whole"]) == 256
+    dips = sorted(table["counts"])
+    for i in range(40):  # a history of weight changes
+        r = client.patch(f"{base}/backends/{dips[i % len(dips)]}", json={"weight": 50 + 7 * i},
+                         headers=h)
+        assert r.status_code == 200, r.text
+    worn = client.get(f"{base}/slots", headers=h).json()
+    assert client.get(f"{base}/slots", headers=auth(OTHER_TOKEN)).status_code == 404
+    assert client.post(f"{base}/slots/rebuild", headers=auth(OTHER_TOKEN)).status_code == 404
+    assert client.get(f"{base}/slots", headers=h).json() == worn
+    assert client.get("/api/v1/vips/web/endpoints/udp/53/slots", headers=h).status_code == 404
+    r = client.post(f"{base}/slots/rebuild", headers=h)
+    assert r.status_code == 200 and r.json()["kind"] == "rebuild_slot_table", r.text
+    fresh = client.get(f"{base}/slots", headers=h).json()
+    assert fresh["counts"] == worn["counts"]
+    assert len(fresh["split"]) < len(worn["split"])
