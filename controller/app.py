@@ -11,6 +11,7 @@ sends it, closed by a barrier; the barrier reply records the generation the swit
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -105,6 +106,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lock = threading.RLock()
+        self.bundle_ids = itertools.count(1)  # OpenFlow bundle ids (per connection on a switch)
         self.sessions: dict[int, SwitchSession] = {}
         self.leading: tuple[bool, int] = (False, 0)
         self.generation = -1
@@ -462,18 +464,24 @@ class AnantaManagerApp(app_manager.OSKenApp):
         steps = plan(desired, session.flows, session.groups, session.meters)
         dp = session.datapath
         try:  # encode everything first: a bad message must not leave a half-sent plan
-            # New flows before modified groups: a bin of a slot table that becomes split
-            # points its bucket at table-4 flows, which must be there first (a new flow
-            # nothing points at yet changes nothing); old flows go once nothing points at them
-            messages = (
-                [ofmsg.meter_add(dp, m) for m in steps.add_meters]
-                + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters]
-                + [ofmsg.group_add(dp, g) for g in steps.add_groups]
+            # Groups and flows go in one OpenFlow bundle, committed atomically (one table
+            # version on the switch: no packet sees half a plan, and one revalidation), in
+            # this order: groups before the flows that use them; new flows before modified
+            # groups (a slot-table bin that becomes split points at new table-4 flows); old
+            # flows, then groups, once nothing points at them. OVS takes no meter mods in a
+            # bundle: new meters go before it, old ones after.
+            bundled = (
+                [ofmsg.group_add(dp, g) for g in steps.add_groups]
                 + [ofmsg.flow_add(dp, f) for f in steps.add_flows]
                 + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
                 + [ofmsg.flow_delete_strict(dp, s.table, s.priority, s.cookie, s.match)
                    for s in steps.delete_flows]
                 + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
+            )
+            messages = (
+                [ofmsg.meter_add(dp, m) for m in steps.add_meters]
+                + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters]
+                + ofmsg.bundle(dp, next(self.bundle_ids), bundled)
                 + [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
             )
             for message in messages:

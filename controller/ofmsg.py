@@ -247,6 +247,19 @@ def group_mod(datapath: Any, group: Group, command: int) -> Any:
         properties=[SelectionMethodProperty(group.method, group.hash_fields)])
 
 
+def bundle(datapath: Any, bundle_id: int, messages: list[Any]) -> list[Any]:
+    """`messages` as one atomic, ordered OpenFlow bundle: open, add each, commit (nothing
+    when there are none). The switch applies all of them or, if one fails, none."""
+    if not messages:
+        return []
+    flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+    bundle_id &= 0xFFFFFFFF
+    return ([parser.OFPBundleCtrlMsg(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
+            + [parser.OFPBundleAddMsg(datapath, bundle_id, flags, m, []) for m in messages]
+            + [parser.OFPBundleCtrlMsg(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, flags,
+                                       [])])
+
+
 def group_add(datapath: Any, group: Group) -> Any:
     return group_mod(datapath, group, ofp.OFPGC_ADD)
 

@@ -106,3 +106,22 @@ def test_group_mods_encode_to_the_bytes_os_ken_itself_writes() -> None:
                 msg.xid = 7
                 msg.serialize()
             assert bytes(ours.buf) == bytes(theirs.buf)
+
+
+def test_a_plan_goes_to_the_switch_as_one_atomic_ordered_bundle() -> None:
+    dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
+    program = desired_programs(demo_services(), default_inventory())
+    mux_int = next(p for p in program.values() if p.groups)
+    inner = [ofmsg.group_add(dp, next(iter(mux_int.groups)))] + [
+        ofmsg.flow_add(dp, f) for f in sorted(mux_int.flows, key=lambda f: f.cookie)[:3]]
+    msgs = ofmsg.bundle(dp, 2**32 + 5, inner)
+    assert [type(m).__name__ for m in msgs] == (
+        ["OFPBundleCtrlMsg"] + ["OFPBundleAddMsg"] * 4 + ["OFPBundleCtrlMsg"])
+    assert [msgs[0].type, msgs[-1].type] == [ofp.OFPBCT_OPEN_REQUEST, ofp.OFPBCT_COMMIT_REQUEST]
+    assert {m.bundle_id for m in msgs} == {5}
+    assert all(m.flags == ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED for m in msgs)
+    for xid, m in enumerate(msgs, 10):
+        m.set_xid(xid)
+        m.serialize()
+    assert all(m.message.xid == m.xid for m in msgs[1:-1])  # OpenFlow: inner xid = outer
+    assert ofmsg.bundle(dp, 6, []) == []
