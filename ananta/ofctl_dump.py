@@ -12,8 +12,9 @@ from ananta.controller.flows import Bucket, SetField, SwitchProgram
 
 _COOKIE = re.compile(r"^\s*cookie=(0x[0-9a-f]+)")
 _GROUP = re.compile(r"group_id=(\d+)")
+# OVS omits weight 1
 _BUCKET = re.compile(r"bucket_id:(\d+)(?:,weight:(\d+))?(?:,actions=)?([^ ]*?)(?=,bucket=|$)")
-_TUN_ID = re.compile(r"set_field:(0x[0-9a-f]+)->tun_id")  # OVS omits weight 1 above
+_TUN_ID = re.compile(r"set_field:(0x[0-9a-f]+)->tun_id")
 
 # group id -> {(bucket id, weight, the DIP it sends to as tun_id, 0 if none)}
 GroupSummary = dict[int, frozenset[tuple[int, int, int]]]

@@ -184,7 +184,7 @@ def endpoint_selection(vip_address: str, protocol: str, port: int, gid: int,
     priority) and the other runs their sub-slots (masked matches). Cached: unchanged
     endpoints cost nothing on a config write."""
     if table is None:
-        return Group(gid, (), method="dp_hash"), frozenset()
+        return Group(gid, ()), frozenset()
     host_of = dict(hosts)
     endpoint = {"eth_type": ETH_TYPE_IP, "ip_proto": IP_PROTO[protocol],
                 "ipv4_dst": vip_address, f"{protocol}_dst": port}
@@ -212,7 +212,7 @@ def endpoint_selection(vip_address: str, protocol: str, port: int, gid: int,
             start += n
         # copy only the bits matched: the datapath keeps a flow per value of the bits moved
         buckets.append(split_bucket(i + 1, max(masks).bit_length()))
-    return Group(gid, tuple(buckets), method="dp_hash"), frozenset(flows)
+    return Group(gid, tuple(buckets)), frozenset(flows)
 
 
 @functools.lru_cache(maxsize=BINS * 8)

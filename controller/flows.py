@@ -117,7 +117,8 @@ class Resubmit:
 
 @dataclass(frozen=True)
 class Move:
-    """Copy the low `n_bits` of field `src` into the low bits of `dst` (NXAST_REG_MOVE)."""
+    """Copy the low `n_bits` of field `src` into the low bits of `dst` (OpenFlow 1.5
+    copy_field)."""
 
     src: str
     dst: str
@@ -215,14 +216,12 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Group:
-    """A select group (OpenFlow 1.5). `method` "hash": OVS hashes `hash_fields` in
-    ovs-vswitchd (each new 5-tuple is an upcall); "dp_hash": the datapath hashes the packet
-    and the group takes bucket `dp_hash & 0xff` in the order listed (slot_table.py)."""
+    """A select group with `selection_method=dp_hash` (OpenFlow 1.5): the datapath hashes
+    the packet and the group takes bucket `dp_hash & 0xff`, in the order listed
+    (slot_table.py)."""
 
     group_id: int
     buckets: tuple[Bucket, ...]
-    hash_fields: tuple[str, ...] = ()
-    method: str = "hash"
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,6 @@ class SelectionMethodProperty:
         return out
 
 
-# Our names for fields os-ken knows by another: dp_hash is OVS's experimenter OXM
-# NXOXM_ET_DP_HASH (OpenFlow 1.5), which os-ken names with a leading underscore.
-_OS_KEN_NAMES = {"dp_hash": "_dp_hash"}
-
-
 class _NxmHeader(parser.OFPOxmId):
     """A field's 4-byte NXM header as given (os-ken names no NXM_NX_DP_HASH)."""
 
@@ -168,7 +163,6 @@ _AFTER_PREREQUISITES = ("ip_frag",)
 
 def of_match(fields: tuple[tuple[str, Any], ...]) -> Any:
     """An OpenFlow match in os-ken's order, with fields like ip_frag moved after eth_type."""
-    fields = tuple((_OS_KEN_NAMES.get(name, name), value) for name, value in fields)
     if not any(name in _AFTER_PREREQUISITES for name, _ in fields):
         return parser.OFPMatch(**dict(fields))
     ordered = parser.OFPMatch(**dict(fields))._fields2
@@ -244,7 +238,7 @@ def group_mod(datapath: Any, group: Group, command: int) -> Any:
     return parser.OFPGroupMod(
         datapath, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
         buckets=[EncodedBucket(b) for b in group.buckets],
-        properties=[SelectionMethodProperty(group.method, group.hash_fields)])
+        properties=[SelectionMethodProperty("dp_hash", ())])
 
 
 def bundle(datapath: Any, bundle_id: int, messages: list[Any]) -> list[Any]:

@@ -32,7 +32,7 @@ from ananta.controller.flows import (
     SwitchProgram,
     ip_int,
 )
-from ananta.controller.hashing import BucketSpec, best_bucket, datapath_hash, selection_basis
+from ananta.controller.hashing import datapath_hash
 from ananta.controller.slot_table import BINS
 
 Packet = dict[str, Any]
@@ -121,7 +121,6 @@ class Switch:
     program: SwitchProgram
     conntrack: Conntrack = field(default_factory=Conntrack)
     learned: list[Flow] = field(default_factory=list)
-    picks: dict[int, int] = field(default_factory=dict)  # bucket_id -> times chosen
     metered: dict[int, int] = field(default_factory=dict)  # meter_id -> packets through it
 
     def flows(self, table: int) -> list[Flow]:
@@ -142,29 +141,18 @@ class Switch:
                 return  # table miss (no flow) drops
 
     def _group(self, group: Group, pkt: Packet) -> Any:
-        """OVS's choice, from the pure model of its hash (checked against ofproto/trace):
-        for dp_hash, the datapath's hash of the packet (kept in the packet as `dp_hash`, as
-        the datapath does, for the tables after the group) picks the bucket in list order."""
-        if group.method == "dp_hash":
-            if not group.buckets:
-                return None
-            assert len(group.buckets) == BINS, "Ananta's dp_hash groups have 256 buckets"
-            protocol = _l4(pkt)
-            values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
-                      for f in ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src",
-                                f"{protocol}_dst")}
-            pkt["dp_hash"] = datapath_hash(values, protocol)
-            bucket = group.buckets[pkt["dp_hash"] & 0xFF]
-            self.picks[bucket.bucket_id] = self.picks.get(bucket.bucket_id, 0) + 1
-            return bucket
-        values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
-                  for f in group.hash_fields}
-        chosen = best_bucket(tuple(BucketSpec(b.bucket_id, b.weight) for b in group.buckets),
-                             selection_basis(values, group.hash_fields))
-        if chosen is None:
+        """OVS's choice, from the pure model of the datapath's hash (checked against real
+        packets and ofproto/trace): the hash, kept in the packet as `dp_hash` as the datapath
+        does for the tables after the group, picks the bucket in list order."""
+        if not group.buckets:
             return None
-        self.picks[chosen] = self.picks.get(chosen, 0) + 1
-        return next(b for b in group.buckets if b.bucket_id == chosen)
+        assert len(group.buckets) == BINS, "Ananta's dp_hash groups have 256 buckets"
+        protocol = _l4(pkt)
+        values = {f: ip_int(pkt[f]) if isinstance(pkt[f], str) else pkt[f]
+                  for f in ("ipv4_src", "ipv4_dst", "ip_proto", f"{protocol}_src",
+                            f"{protocol}_dst")}
+        pkt["dp_hash"] = datapath_hash(values, protocol)
+        return group.buckets[pkt["dp_hash"] & 0xFF]
 
     def _actions(self, actions: tuple[Any, ...], pkt: Packet, out: list[tuple[Any, Packet]],
                  depth: int) -> None:
