@@ -366,10 +366,16 @@ def cluster_down(plan: LabPlan) -> frozenset[str]:
 
 def cluster_tables(plan: LabPlan, services: Services) -> dict[str, SlotTable]:
     """Each endpoint's slot table, as the cluster has it."""
+    return endpoint_tables(services, lambda *args: api(plan, *args))
+
+
+def endpoint_tables(services: Services, cli: Callable[..., str]) -> dict[str, SlotTable]:
+    """Each endpoint's slot table, read with `ananta vip slots` (`cli` runs the CLI with
+    the arguments given and returns its output)."""
     tables = {}
     for vip in services.vips:
         for ep in vip.endpoints:
-            data = json.loads(api(plan, "vip", "slots", vip.name, f"{ep.protocol}:{ep.port}",
+            data = json.loads(cli("vip", "slots", vip.name, f"{ep.protocol}:{ep.port}",
                                   "--tenant", vip.tenant, "--json"))
             if data["whole"]:
                 tables[endpoint_key(vip.address, ep.protocol, ep.port)] = decode_table(data)

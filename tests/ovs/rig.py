@@ -27,7 +27,6 @@ from ananta.controller.desired import desired_programs, switch_targets
 from ananta.controller.flows import is_ours
 from ananta.controller.model import Inventory, Services, Vip, endpoint_key
 from ananta.controller.slot_table import SlotTable
-from ananta.controller.slot_table import decode as decode_table
 from ananta.controller.snat import blocks_by_dip
 from ananta.ofctl_dump import (
     GroupSummary,
@@ -35,6 +34,7 @@ from ananta.ofctl_dump import (
     group_summary,
     groups_in_dump,
 )
+from ananta.topologies.lab import endpoint_tables
 
 BIN = os.path.dirname(sys.executable)
 MUX_NS, HV_NS = "at-mux", "at-hv"
@@ -201,14 +201,7 @@ class Rig:
 
     def tables(self, current: Services | None = None) -> dict[str, SlotTable]:
         """Each endpoint's slot table, as the Manager has it."""
-        out = {}
-        for vip in (current or self.services()).vips:
-            for ep in vip.endpoints:
-                data = json.loads(self.cli("vip", "slots", vip.name, f"{ep.protocol}:{ep.port}",
-                                           "--tenant", vip.tenant, "--json").stdout)
-                if data["whole"]:
-                    out[endpoint_key(vip.address, ep.protocol, ep.port)] = decode_table(data)
-        return out
+        return endpoint_tables(current or self.services(), lambda *args: self.cli(*args).stdout)
 
     def table(self, vip: Vip) -> SlotTable | None:
         return self.tables(Services(vips=[vip])).get(
