@@ -469,29 +469,27 @@ class AnantaManagerApp(app_manager.OSKenApp):
             # this order: groups before the flows that use them; new flows before modified
             # groups (a slot-table bin that becomes split points at new table-4 flows); old
             # flows, then groups, once nothing points at them. OVS takes no meter mods in a
-            # bundle: new meters go before it, old ones after.
+            # bundle: new meters go before it, old ones after. Messages are encoded once per
+            # value (ofmsg's encoded_*), and the xids are taken in the order they are sent.
             bundled = (
-                [ofmsg.group_add(dp, g) for g in steps.add_groups]
-                + [ofmsg.flow_add(dp, f) for f in steps.add_flows]
-                + [ofmsg.group_modify(dp, g) for g in steps.modify_groups]
-                + [ofmsg.flow_delete_strict(dp, s.table, s.priority, s.cookie, s.match)
+                [ofmsg.encoded_group_mod(g, dp.ofproto.OFPGC_ADD) for g in steps.add_groups]
+                + [ofmsg.encoded_flow_add(f) for f in steps.add_flows]
+                + [ofmsg.encoded_group_mod(g, dp.ofproto.OFPGC_MODIFY) for g in steps.modify_groups]
+                + [ofmsg.encoded_flow_delete(s.table, s.priority, s.cookie, s.match)
                    for s in steps.delete_flows]
-                + [ofmsg.group_delete(dp, gid) for gid in steps.delete_groups]
+                + [ofmsg.encoded_group_delete(gid) for gid in steps.delete_groups]
             )
-            messages = (
-                [ofmsg.meter_add(dp, m) for m in steps.add_meters]
-                + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters]
-                + ofmsg.bundle(dp, next(self.bundle_ids), bundled)
-                + [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
-            )
-            for message in messages:
-                dp.set_xid(message)
-                message.serialize()
+            before = ([ofmsg.meter_add(dp, m) for m in steps.add_meters]
+                      + [ofmsg.meter_modify(dp, m) for m in steps.modify_meters])
+            after = [ofmsg.meter_delete(dp, mid) for mid in steps.delete_meters]
+            frames = self._encode(dp, before)
+            frames += ofmsg.bundle(next(self.bundle_ids), bundled, lambda: ofmsg.take_xid(dp))
+            frames += self._encode(dp, after)
         except Exception:
             LOG.exception("%s: cannot encode the plan; switch left as it is", session.target.label)
             return
-        for message in messages:
-            dp.send(message.buf)  # (send_msg would encode it again: big groups cost ms each)
+        for frame in frames:
+            dp.send(frame)
         session.staged = {f.cookie: f for f in desired.flows}
         for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
@@ -509,6 +507,13 @@ class AnantaManagerApp(app_manager.OSKenApp):
             LOG.debug("%s: +%d/-%d flows, +%d/~%d/-%d groups", session.target.label,
                      len(steps.add_flows), len(steps.delete_flows), len(steps.add_groups),
                      len(steps.modify_groups), len(steps.delete_groups))
+
+    @staticmethod
+    def _encode(dp: Any, messages: list[Any]) -> list[bytes]:
+        for message in messages:
+            dp.set_xid(message)
+            message.serialize()
+        return [bytes(m.buf) for m in messages]
 
     # --- SNAT: a VM's packet that found no free port waits for a block here ---------------
 

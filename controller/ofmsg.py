@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from os_ken.ofproto import nicira_ext
@@ -241,17 +242,91 @@ def group_mod(datapath: Any, group: Group, command: int) -> Any:
         properties=[SelectionMethodProperty("dp_hash", ())])
 
 
-def bundle(datapath: Any, bundle_id: int, messages: list[Any]) -> list[Any]:
-    """`messages` as one atomic, ordered OpenFlow bundle: open, add each, commit (nothing
-    when there are none). The switch applies all of them or, if one fails, none."""
+# --- encoded once: a plan's messages as bytes, cached by value -----------------------------
+# A change to an endpoint's slot table re-sends its 256-bucket group, the same group to every
+# Mux, and a weight that goes back and forth re-sends the same split-bin flows: encoding each
+# again made most of a config write's cost on the leader. The bytes carry xid 0 (`with_xid`).
+
+_HEADER = struct.Struct(ofp.OFP_HEADER_PACK_STR)
+_CONTROL_LEN = ofp.OFP_HEADER_SIZE + struct.calcsize(ofp.OFP_BUNDLE_CTRL_MSG_PACK_STR)
+_ADD_HEAD_LEN = ofp.OFP_HEADER_SIZE + struct.calcsize(ofp.OFP_BUNDLE_ADD_MSG_0_PACK_STR)
+_XID = struct.Struct("!I")
+
+
+class _Encoding:
+    """All that os-ken's messages read from their datapath to encode themselves."""
+
+    ofproto = ofp
+    ofproto_parser = parser
+
+
+ENCODING = _Encoding()
+
+
+def _bytes(message: Any) -> bytes:
+    message.xid = 0
+    message.serialize()
+    return bytes(message.buf)
+
+
+def with_xid(message: bytes, xid: int) -> bytes:
+    return message[:4] + _XID.pack(xid) + message[8:]
+
+
+def take_xid(datapath: Any) -> int:
+    """The datapath's next xid, as os-ken's Datapath.set_xid counts them."""
+    datapath.xid = (datapath.xid + 1) & ofp.MAX_XID
+    return int(datapath.xid)
+
+
+@functools.lru_cache(maxsize=1024)
+def encoded_group_mod(group: Group, command: int) -> bytes:
+    return _bytes(group_mod(ENCODING, group, command))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def encoded_flow_add(flow: Flow) -> bytes:
+    return _bytes(flow_add(ENCODING, flow))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _encoded_flow_delete(table: int, priority: int, cookie: int,
+                         match: tuple[tuple[str, Any], ...]) -> bytes:
+    return _bytes(flow_delete_strict(ENCODING, table, priority, cookie, match))
+
+
+def encoded_flow_delete(table: int, priority: int, cookie: int, match: Any) -> bytes:
+    if isinstance(match, tuple):  # our own match: cacheable; a switch's OFPMatch is not
+        return _encoded_flow_delete(table, priority, cookie, match)
+    return _bytes(flow_delete_strict(ENCODING, table, priority, cookie, match))
+
+
+def encoded_group_delete(group_id: int) -> bytes:
+    return _bytes(group_delete(ENCODING, group_id))
+
+
+def bundle(bundle_id: int, messages: list[bytes], take_xid: Callable[[], int]) -> list[bytes]:
+    """Encoded `messages` (the encoded_* functions) as one atomic, ordered OpenFlow bundle:
+    open, add each, commit (nothing when there are none), with xids from `take_xid` in that
+    order. The switch applies all of them or, if one fails, none."""
     if not messages:
         return []
     flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
     bundle_id &= 0xFFFFFFFF
-    return ([parser.OFPBundleCtrlMsg(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-            + [parser.OFPBundleAddMsg(datapath, bundle_id, flags, m, []) for m in messages]
-            + [parser.OFPBundleCtrlMsg(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, flags,
-                                       [])])
+
+    def control(kind: int) -> bytes:
+        return _HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_BUNDLE_CONTROL, _CONTROL_LEN, take_xid()) \
+            + struct.pack(ofp.OFP_BUNDLE_CTRL_MSG_PACK_STR, bundle_id, kind, flags)
+
+    def add(message: bytes) -> bytes:
+        xid = take_xid()  # OpenFlow: the inner message's xid is the outer one's
+        return (_HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_BUNDLE_ADD_MESSAGE,
+                             _ADD_HEAD_LEN + len(message), xid)
+                + struct.pack(ofp.OFP_BUNDLE_ADD_MSG_0_PACK_STR, bundle_id, flags)
+                + with_xid(message, xid))
+
+    return ([control(ofp.OFPBCT_OPEN_REQUEST)] + [add(m) for m in messages]
+            + [control(ofp.OFPBCT_COMMIT_REQUEST)])
 
 
 def group_add(datapath: Any, group: Group) -> Any:

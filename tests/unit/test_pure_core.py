@@ -109,19 +109,42 @@ def test_group_mods_encode_to_the_bytes_os_ken_itself_writes() -> None:
 
 
 def test_a_plan_goes_to_the_switch_as_one_atomic_ordered_bundle() -> None:
+    """The cached bytes, framed as a bundle, are byte for byte what os-ken encodes for the
+    same messages and xids (inner xid = outer, as OpenFlow requires)."""
     dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
     program = desired_programs(demo_services(), default_inventory())
     mux_int = next(p for p in program.values() if p.groups)
-    inner = [ofmsg.group_add(dp, next(iter(mux_int.groups)))] + [
-        ofmsg.flow_add(dp, f) for f in sorted(mux_int.flows, key=lambda f: f.cookie)[:3]]
-    msgs = ofmsg.bundle(dp, 2**32 + 5, inner)
-    assert [type(m).__name__ for m in msgs] == (
-        ["OFPBundleCtrlMsg"] + ["OFPBundleAddMsg"] * 4 + ["OFPBundleCtrlMsg"])
-    assert [msgs[0].type, msgs[-1].type] == [ofp.OFPBCT_OPEN_REQUEST, ofp.OFPBCT_COMMIT_REQUEST]
-    assert {m.bundle_id for m in msgs} == {5}
-    assert all(m.flags == ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED for m in msgs)
-    for xid, m in enumerate(msgs, 10):
+    group = next(iter(mux_int.groups))
+    flows = sorted(mux_int.flows, key=lambda f: f.cookie)[:3]
+    ours = ofmsg.bundle(2**32 + 5, [ofmsg.encoded_group_mod(group, ofp.OFPGC_ADD)]
+                        + [ofmsg.encoded_flow_add(f) for f in flows]
+                        + [ofmsg.encoded_flow_delete(f.table, f.priority, f.cookie, f.match)
+                           for f in flows[:1]] + [ofmsg.encoded_group_delete(9)],
+                        iter(range(10, 100)).__next__)
+    flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+    inner = ([ofmsg.group_add(dp, group)] + [ofmsg.flow_add(dp, f) for f in flows]
+             + [ofmsg.flow_delete_strict(dp, f.table, f.priority, f.cookie, f.match)
+                for f in flows[:1]] + [ofmsg.group_delete(dp, 9)])
+    theirs = ([parser.OFPBundleCtrlMsg(dp, 5, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
+              + [parser.OFPBundleAddMsg(dp, 5, flags, m, []) for m in inner]
+              + [parser.OFPBundleCtrlMsg(dp, 5, ofp.OFPBCT_COMMIT_REQUEST, flags, [])])
+    for xid, m in enumerate(theirs, 10):
         m.set_xid(xid)
         m.serialize()
-    assert all(m.message.xid == m.xid for m in msgs[1:-1])  # OpenFlow: inner xid = outer
-    assert ofmsg.bundle(dp, 6, []) == []
+    assert ours == [bytes(m.buf) for m in theirs]
+    assert ofmsg.bundle(6, [], iter(range(10)).__next__) == []
+
+
+def test_a_message_encoded_once_is_sent_with_each_xid() -> None:
+    dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1, xid=0xFFFFFFFE)
+    program = desired_programs(demo_services(), default_inventory())
+    group = next(g for p in program.values() for g in p.groups)
+    cached = ofmsg.encoded_group_mod(group, ofp.OFPGC_MODIFY)
+    assert ofmsg.encoded_group_mod(group, ofp.OFPGC_MODIFY) is cached
+    for expected in (0xFFFFFFFF, 0, 1):  # os-ken's count, wrapping
+        xid = ofmsg.take_xid(dp)
+        assert xid == expected
+        fresh = ofmsg.group_modify(dp, group)
+        fresh.set_xid(xid)
+        fresh.serialize()
+        assert ofmsg.with_xid(cached, xid) == bytes(fresh.buf)
