@@ -36,8 +36,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ananta.config import JsonInteger
 from ananta.controller.health import ProbeTarget, probe_targets
@@ -225,6 +227,35 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 503)}
 
 
+class AllowHeader:
+    """A 405 names the methods the path does allow (RFC 9110 15.5.6). Plain ASGI: starlette's
+    BaseHTTPMiddleware cost every request (config writes too) a task and a stream."""
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], list[Any]]):
+        self.app, self.routes = app, routes
+
+    def allowed(self, path: str) -> str:
+        methods: set[str] = set()
+        for route in self.routes():
+            if isinstance(route, APIRoute):
+                match, _ = route.matches({"type": "http", "path": path, "method": "GET"})
+                if match != Match.NONE:
+                    methods |= route.methods or set()
+        return ", ".join(sorted(methods))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_naming_methods(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                MutableHeaders(scope=message)["Allow"] = self.allowed(scope["path"])
+            await send(message)
+
+        await self.app(scope, receive, send_naming_methods)
+
+
 def create_app(service: ManagerService, now: Callable[[], float] = time.time) -> FastAPI:
     app = FastAPI(title="Ananta Manager", version="1", responses=ERRORS)
 
@@ -234,21 +265,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
         return JSONResponse(ErrorOut(**detail).model_dump(exclude_defaults=True),
                             status_code=exc.status_code, headers=exc.headers)
 
-    @app.middleware("http")
-    async def allow_header(request: Request, call_next: Any) -> Any:
-        """A 405 names the methods the path does allow (RFC 9110 15.5.6)."""
-        response = await call_next(request)
-        if response.status_code == 405:
-            allowed: set[str] = set()
-            for route in app.routes:
-                if isinstance(route, APIRoute):
-                    match, _ = route.matches({"type": "http", "path": request.url.path,
-                                              "method": "GET"})
-                    if match != Match.NONE:
-                        allowed |= route.methods or set()
-            response.headers["Allow"] = ", ".join(sorted(allowed))
-        return response
-
+    app.add_middleware(AllowHeader, routes=lambda: app.routes)
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [FieldError(field=".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),

@@ -123,6 +123,16 @@ def test_authentication_and_admin_only_routes(api) -> None:  # type: ignore[no-u
     assert r.status_code == 422 and "token" in r.text
 
 
+def test_a_method_the_path_does_not_take_is_405_naming_those_it_does(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    r = client.put("/api/v1/vips/web", headers=auth(DEMO_TOKEN))
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "DELETE, GET"
+    r = client.delete("/api/v1/cluster", headers=auth(DEMO_TOKEN))
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert "Allow" not in client.get("/api/v1/cluster", headers=auth(DEMO_TOKEN)).headers
+
+
 def test_no_quorum_is_a_503_and_nothing_changes(api) -> None:  # type: ignore[no-untyped-def]
     client, service = api
     service.quorum = False
