@@ -222,6 +222,18 @@ class Group:
 
     group_id: int
     buckets: tuple[Bucket, ...]
+    _hash: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # hashed once: a group of 256 buckets is a set member and a cache key of its
+        # encoding on every config write
+        object.__setattr__(self, "_hash", hash((self.group_id, self.buckets)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Group], tuple[int, tuple[Bucket, ...]]]:
+        return (Group, (self.group_id, self.buckets))  # (str hashes differ between processes)
 
 
 @dataclass(frozen=True)
