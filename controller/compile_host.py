@@ -210,7 +210,7 @@ def backend_flows(vm: Vm, vip: str, protocol: str, port: int, backend_port: int,
 
 
 def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
-                   snat_vip: str | None) -> set[Flow]:
+                   snat_vip: str | None) -> frozenset[Flow]:
     """IP fragments to and from a VM. A later fragment has no ports, so no flow that matches
     ports can NAT it; conntrack can, as it reassembles the datagram and copies what it did
     to every fragment. So every fragment takes one flow per VIP and DIP, no ports:
@@ -221,8 +221,18 @@ def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
     sends replies out like DSR and hands the VM's own connections to its SNAT table.
 
     `inbound`: VIP -> protocol number -> the VM's backend ports for it."""
+    return _fragment_flows(vm, tuple(sorted(
+        (vip, tuple(sorted((proto, tuple(sorted(ports))) for proto, ports in by_proto.items())))
+        for vip, by_proto in inbound.items())), snat_vip)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _fragment_flows(vm: Vm, inbound: tuple[tuple[str, tuple[tuple[int, tuple[int, ...]], ...]],
+                                            ...],
+                    snat_vip: str | None) -> frozenset[Flow]:
+    """fragment_flows, cached: built again for every VM on every config write before."""
     zone, owner = conntrack_zone(vm), f"fragment:{vm.address}"
-    vips = set(inbound) | ({snat_vip} if snat_vip else set())
+    vips = {vip for vip, _ in inbound} | ({snat_vip} if snat_vip else set())
     flows = {
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_GRE_OFPORT, tunnel_id=ip_int(vm.address), eth_type=ETH_TYPE_IP,
@@ -235,8 +245,8 @@ def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
                    match(eth_type=ETH_TYPE_IP, ipv4_dst=vm.address,
                          ct_state=(CT_TRK | CT_EST, CT_TRK | CT_EST | CT_INV)),
                    deliver, FlowKind.FRAGMENT, owner))
-    for vip, by_proto in inbound.items():
-        for proto, ports in by_proto.items():
+    for vip, by_proto in inbound:
+        for proto, ports in by_proto:
             if len(ports) != 1:
                 continue
             flows.add(Flow(T_FRAGMENT_IN, PRIO_VM,
@@ -252,7 +262,7 @@ def fragment_flows(vm: Vm, inbound: Mapping[str, Mapping[int, set[int]]],
     if snat_vip:
         flows.add(Flow(T_FRAGMENT_OUT, PRIO_SNAT, match(in_port=vm.ofport),
                        (Resubmit(T_SNAT),), FlowKind.FRAGMENT, owner))
-    return flows
+    return frozenset(flows)
 
 
 def compile_host_int(services: Services, host: HostNode,
