@@ -31,9 +31,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def metric(name: str, value: float, unit: str, goal: str | None = None,
            met: bool | None = None, reference: str | None = None,
-           baseline: float | None = None, **extra: Any) -> dict[str, Any]:
+           baseline: float | None = None, ratio: float | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """`ratio`: value / baseline unless given (e.g. the median of paired per-round ratios)."""
+    if ratio is None and baseline:
+        ratio = value / baseline
     return {"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline,
-            "ratio": round(value / baseline, 3) if baseline else None,
+            "ratio": round(ratio, 3) if ratio is not None else None,
             "reference": reference, "goal": goal, "met": met, **extra}
 
 
