@@ -266,6 +266,7 @@ def create_app(service: ManagerService, now: Callable[[], float] = time.time) ->
                             status_code=exc.status_code, headers=exc.headers)
 
     app.add_middleware(AllowHeader, routes=lambda: app.routes)
+
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [FieldError(field=".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
