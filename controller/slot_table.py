@@ -332,7 +332,7 @@ def _give_up(rebuild: _Rebuild, dip: str, excess: int) -> None:
                     key=lambda t: (t[0], t[1]))
     wholes = [(SUBSLOTS, i, 0) for i in rebuild.bins_of(dip, reverse=True)
               if _is_whole(bins[i], dip)]
-    for n, i, j in pieces + wholes:  # (only the last one taken from can split: j stay true)
+    for n, i, j in pieces + wholes:  # only the last one taken from splits: the j stay right
         take = min(n, excess)
         rebuild.replace(i, j, [_Piece(dip, n - take), _Piece(None, take)] if take < n
                         else [_Piece(None, n)])
