@@ -161,11 +161,13 @@ def to_dip(bucket_id: int, dip: str, host: str) -> Bucket:
 def endpoint_table(vip: Vip, ep: Endpoint, down: frozenset[str] = frozenset(),
                    tables: Mapping[str, SlotTable] | None = None) -> SlotTable | None:
     """The endpoint's slot table over the backends that take new connections and are not
-    reported down: the Manager's replicated one (state.py keeps it in step with every
-    change), or, without one (tests, a config file compiled on its own), the table built
-    afresh. None when no backend takes new connections."""
+    reported down: the Manager's replicated one as it is (state.py keeps it in step with
+    every weight and health change), or, without one (tests, a config file compiled on its
+    own), the table built afresh. None when no backend takes new connections."""
     kept = (tables or {}).get(model_endpoint_key(vip.address, ep.protocol, ep.port))
-    return next_table(kept, slot_counts(new_connection_weights(ep, down)))
+    if kept is not None:
+        return kept
+    return next_table(None, slot_counts(new_connection_weights(ep, down)))
 
 
 def _to_dip_actions(dip: str, host: str) -> tuple[SetField, SetField, Resubmit]:
