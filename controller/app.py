@@ -39,7 +39,6 @@ from ananta.controller.compile_mux import (
 )
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import (
-    Flow,
     FlowKind,
     Group,
     Meter,
@@ -48,12 +47,13 @@ from ananta.controller.flows import (
 )
 from ananta.controller.model import Inventory
 from ananta.controller.mux_watch import FRAGMENT_METER_OWNER, METER_DROPS
-from ananta.controller.reconcile import InstalledFlow, plan
+from ananta.controller.reconcile import InstalledFlow, Plan, plan, plan_change
 from ananta.controller.service import ReplicaService
 from ananta.controller.snat import SnatBlock
 from ananta.controller.state import expired_drains
 
 LOG = logging.getLogger("ananta.manager")
+NO_PROGRAM = SwitchProgram()  # of a switch the inventory gives nothing to
 SYNC_TIMEOUT = 5.0  # seconds for a switch to answer the dumps and the barrier
 AUDIT_INTERVAL = 30.0  # seconds between full dumps of an idle, known switch (drift repair)
 LEASE_REFRESH = 1.0  # s between lease renewals (each flow_mod makes OVS revalidate its flows)
@@ -85,10 +85,11 @@ class SwitchSession:
     barrier_xid: int | None = None
     generation: int = 0  # of the program the current sync is applying
     role_sent: tuple[bool, int] | None = None  # (master?, term) last requested
-    # What the switch holds, as far as this connection knows: set after a sync that the switch
-    # confirmed with no error; None means "ask the switch" (a full dump) next time.
-    installed: dict[int, Flow] | None = None
-    staged: dict[int, Flow] = field(default_factory=dict)  # desired flows of the sync in flight
+    # The program the switch holds (with learned flows and the lease), as far as this
+    # connection knows: set after a sync that the switch confirmed with no error; None means
+    # "ask the switch" (a full dump) next time.
+    installed: SwitchProgram | None = None
+    staged: SwitchProgram = field(default_factory=SwitchProgram)  # of the sync in flight
     errors: int = 0  # error replies during the sync in flight
     audited_at: float = 0.0  # last full dump
     retry_at: float = 0.0  # after a failed sync, when to try again (with a full dump)
@@ -372,13 +373,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
         session.generation = self.generation
         session.errors = 0
         if session.installed is not None:
-            # The switch holds what we last confirmed: plan against that, one round trip.
-            session.flows = [InstalledFlow(f.table, f.priority, f.cookie, f.match)
-                             for f in session.installed.values()]
-            session.groups = dict(session.sent_groups)
-            session.meters = dict(session.sent_meters)
-            session.pending = set()
-            self._maybe_apply(session)
+            # The switch holds the program it last confirmed: plan the change from it (in
+            # proportion to what changed), one round trip.
+            desired = self.programs.get(session.target.dpid, NO_PROGRAM)
+            self._send_plan(session, desired, plan_change(session.installed, desired))
             return
         session.flows, session.groups, session.meters = [], {}, {}
         session.pending = {"flows", "groups", "meters"}
@@ -460,8 +458,12 @@ class AnantaManagerApp(app_manager.OSKenApp):
         if session.generation != self.generation:  # the config moved on while we asked
             self._start_sync(session)
             return
-        desired: SwitchProgram = self.programs.get(session.target.dpid, SwitchProgram())
+        desired = self.programs.get(session.target.dpid, NO_PROGRAM)
         steps = plan(desired, session.flows, session.groups, session.meters)
+        session.flows, session.groups, session.meters = [], {}, {}  # the dump is used
+        self._send_plan(session, desired, steps)
+
+    def _send_plan(self, session: SwitchSession, desired: SwitchProgram, steps: Plan) -> None:
         dp = session.datapath
         try:  # encode everything first: a bad message must not leave a half-sent plan
             # Groups and flows go in one OpenFlow bundle, committed atomically (one table
@@ -490,7 +492,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             return
         for frame in frames:
             dp.send(frame)
-        session.staged = {f.cookie: f for f in desired.flows}
+        session.staged = desired
         for group in (*steps.add_groups, *steps.modify_groups):
             session.sent_groups[group.group_id] = group
         for gid in steps.delete_groups:

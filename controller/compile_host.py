@@ -265,10 +265,37 @@ def _fragment_flows(vm: Vm, inbound: tuple[tuple[str, tuple[tuple[int, tuple[int
     return frozenset(flows)
 
 
+Inbound = tuple[tuple[str, str, int, int], ...]  # (VIP address, protocol, port, backend port)
+
+
+def inbound_by_dip(services: Services) -> dict[str, Inbound]:
+    """DIP -> the VIP endpoints it serves (VIP, protocol, port, backend port), for each
+    backend that is not inactive: what every host's br-int is compiled from (made once per
+    config write, rather than each host scanning every VIP)."""
+    by_dip: dict[str, list[tuple[str, str, int, int]]] = {}
+    for vip in services.vips:
+        for ep in vip.endpoints:
+            for be in ep.backends:
+                if be.state != "inactive":
+                    by_dip.setdefault(be.address, []).append(
+                        (vip.address, ep.protocol, ep.port, be.port))
+    return {dip: tuple(entries) for dip, entries in by_dip.items()}
+
+
 def compile_host_int(services: Services, host: HostNode,
-                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None) -> SwitchProgram:
-    """`snat`: each DIP's SNAT port blocks (snat.py)."""
-    vms = {vm.address: vm for vm in host.vms}
+                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None,
+                     by_dip: Mapping[str, Inbound] | None = None) -> SwitchProgram:
+    """`snat`: each DIP's SNAT port blocks (snat.py); `by_dip`: inbound_by_dip(services),
+    when the caller has it. A host whose VMs' inputs did not change gets the same program
+    (cached): a config write costs the other hosts a lookup."""
+    by_dip = inbound_by_dip(services) if by_dip is None else by_dip
+    return _host_int(tuple((vm, by_dip.get(vm.address, ()), (snat or {}).get(vm.address, ()))
+                           for vm in host.vms))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _host_int(vms: tuple[tuple[Vm, Inbound, tuple[SnatBlock, ...]], ...]) -> SwitchProgram:
+    """A host's br-int from each VM, the endpoints it serves and its SNAT blocks."""
     flows = {
         Flow(0, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(1, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
@@ -292,28 +319,17 @@ def compile_host_int(services: Services, host: HostNode,
              (Output(INT_PATCH_OFPORT),), FlowKind.FRAGMENT, "dsr"),
     }
     meters = set()
-    for vm in host.vms:
-        blocks = (snat or {}).get(vm.address)
+    for vm, inbound, blocks in vms:
         if blocks:
             flows |= snat_flows(vm, blocks)
             meters.add(snat_wait_meter(vm))
-    flows |= {arp_responder(vm) for vm in host.vms}
-    for vm in host.vms:
+        flows.add(arp_responder(vm))
         flows |= probe_flows(vm)
-    inbound: dict[str, dict[str, dict[int, set[int]]]] = {}  # DIP -> VIP -> proto -> ports
-    for vip in services.vips:
-        for ep in vip.endpoints:
-            proto = IP_PROTO[ep.protocol]
-            for be in ep.backends:
-                vm = vms.get(be.address)
-                if vm is None or be.state == "inactive":
-                    continue
-                inbound.setdefault(vm.address, {}).setdefault(vip.address, {}).setdefault(
-                    proto, set()).add(be.port)
-                flows |= backend_flows(vm, vip.address, ep.protocol, ep.port, be.port)
-    for vm in host.vms:
-        blocks = (snat or {}).get(vm.address)
-        flows |= fragment_flows(vm, inbound.get(vm.address, {}), blocks[0].vip if blocks else None)
+        ports: dict[str, dict[int, set[int]]] = {}  # VIP -> protocol number -> backend ports
+        for vip, protocol, port, backend_port in inbound:
+            ports.setdefault(vip, {}).setdefault(IP_PROTO[protocol], set()).add(backend_port)
+            flows |= backend_flows(vm, vip, protocol, port, backend_port)
+        flows |= fragment_flows(vm, ports, blocks[0].vip if blocks else None)
     program = SwitchProgram(frozenset(flows), meters=frozenset(meters))
     check_flows("host", "int", program.flows)
     return program

@@ -119,6 +119,9 @@ def group_id(vip: Vip, ep: Endpoint) -> int:
 
 
 MAX_METER_ID = 200_000  # OVS's userspace datapath has 262,144 meters
+# Cached VIP parts: room for every VIP of a large Manager (beyond it, compiling rebuilds the
+# parts that fell out, at the old cost) and for the versions a burst of writes leaves behind.
+VIP_PARTS = 1 << 15
 
 
 def meter_ids(vips: list[Vip]) -> dict[str, int]:
@@ -242,13 +245,17 @@ def compile_mux_phy(services: Services) -> SwitchProgram:
     flows = {
         Flow(0, PRIO_DEFAULT, match(), (Output(PORT_NORMAL),), FlowKind.DEFAULT, "normal"),
     }
-    for vip in services.vips:
-        flows.add(Flow(0, PRIO_VIP,
-                       match(in_port=PHY_UPLINK_OFPORT, eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
-                       (Output(PHY_PATCH_OFPORT),), FlowKind.VIP_STEER, vip.address))
+    flows.update(vip_steer(vip.address) for vip in services.vips)
     program = SwitchProgram(frozenset(flows))
     check_flows("mux", "phy", program.flows)
     return program
+
+
+@functools.lru_cache(maxsize=VIP_PARTS)
+def vip_steer(address: str) -> Flow:
+    return Flow(0, PRIO_VIP,
+                match(in_port=PHY_UPLINK_OFPORT, eth_type=ETH_TYPE_IP, ipv4_dst=address),
+                (Output(PHY_PATCH_OFPORT),), FlowKind.VIP_STEER, address)
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -257,7 +264,7 @@ def connection_flows(dip: str, host: str) -> frozenset[Flow]:
     goes to it; a new connection the group sent to it is committed with that mark (in the
     zone conntrack saw it in: its VIP's), then sent."""
     mark = ip_int(dip)
-    return frozenset({
+    flows = frozenset({
         Flow(T_CONNECTIONS, PRIO_KNOWN, match(ct_state=TRACKED, ct_mark=mark),
              (SetField("tun_ipv4_dst", host), SetField("tunnel_id", mark), Resubmit(T_EGRESS)),
              FlowKind.CONNECTION, f"known:{dip}"),
@@ -266,6 +273,8 @@ def connection_flows(dip: str, host: str) -> frozenset[Flow]:
              (Ct(commit=True, zone_field="ct_zone", mark=mark), Resubmit(T_EGRESS)),
              FlowKind.CONNECTION, f"pin:{dip}"),
     })
+    check_flows("mux", "int", flows)
+    return flows
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -282,14 +291,50 @@ def snat_return_flows(blocks: tuple[SnatBlock, ...], host: str) -> frozenset[Flo
                 (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(b.dip)),
                  Resubmit(T_EGRESS)),
                 FlowKind.SNAT_RETURN, f"snat:{b.dip}"))
-    return frozenset(flows)
+    part = frozenset(flows)
+    check_flows("mux", "int", part)
+    return part
 
 
 def compile_mux_int(services: Services, inv: Inventory,
                     down: frozenset[str] = frozenset(),
                     snat: Mapping[str, tuple[SnatBlock, ...]] | None = None,
                     tables: Mapping[str, SlotTable] | None = None) -> SwitchProgram:
-    flows = {
+    """Built from cached parts (the base, each DIP's, each VIP's, each SNAT block's), each
+    checked against the pipeline when it is built: a config write rebuilds only the parts
+    whose inputs changed, so compiling is a lookup per VIP, not a Flow (and its digest) per
+    endpoint. The parts' inputs are values (addresses, tables, hosts), never the models."""
+    metered = meter_ids(services.vips)
+    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
+    # every backend that is not inactive keeps its connections (a draining one too)
+    dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
+            if be.state != "inactive" and be.address in host_of}
+    flow_parts = [_base_flows(), fragment_flows(
+        {dip: host_of[dip] for dip in dips | set(snat or {}) if dip in host_of})]
+    flow_parts += [connection_flows(dip, host_of[dip]) for dip in dips]
+    groups: set[Group] = set()
+    meters = {Meter(FRAGMENT_METER_ID, FRAGMENT_PPS, FRAGMENT_BURST)}
+    for vip in services.vips:
+        mid = metered.get(vip.address)
+        if mid is not None:
+            meters.add(vip_meter(vip, mid))
+        endpoints = []
+        for ep in vip.endpoints:
+            table = endpoint_table(vip, ep, down, tables)
+            hosts = tuple((d, host_of[d]) for d in table.dips()) if table is not None else ()
+            endpoints.append((ep.protocol, ep.port, table, hosts))
+        vip_flows, vip_groups = vip_part(vip.address, mid, tuple(endpoints))
+        flow_parts.append(vip_flows)
+        groups |= vip_groups
+    for dip, blocks in sorted((snat or {}).items()):
+        if dip in host_of:
+            flow_parts.append(snat_return_flows(blocks, host_of[dip]))
+    return SwitchProgram(frozenset().union(*flow_parts), frozenset(groups), frozenset(meters))
+
+
+@functools.lru_cache(maxsize=1)
+def _base_flows() -> frozenset[Flow]:
+    flows = frozenset({
         Flow(T_CLASSIFY, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         Flow(T_CONNECTIONS, PRIO_DEFAULT, match(), (), FlowKind.DEFAULT, "drop"),
         # a new connection, or one whose DIP is gone (no flow for its mark), is hashed
@@ -311,54 +356,43 @@ def compile_mux_int(services: Services, inv: Inventory,
              (Resubmit(T_SELECT),), FlowKind.FRAGMENT, "first-to-hash"),
         Flow(T_PIN, PRIO_FRAGMENT, match(**{FROM_AGENT_REG: 1}), (Resubmit(T_EGRESS),),
              FlowKind.DEFAULT, "fragment-commits-nothing"),
-    }
+    })
+    check_flows("mux", "int", flows)
+    return flows
+
+
+EndpointInputs = tuple[str, int, SlotTable | None, tuple[tuple[str, str], ...]]
+
+
+@functools.lru_cache(maxsize=VIP_PARTS)
+def vip_part(address: str, meter_id: int | None, endpoints: tuple[EndpointInputs, ...],
+             ) -> tuple[frozenset[Flow], frozenset[Group]]:
+    """A VIP's flows and groups on br-int. `endpoints`: each endpoint's protocol, port, slot
+    table and its DIPs' hosts. Cached: an unchanged VIP costs a lookup on a config write."""
+    limit: tuple[MeterAction, ...] = (MeterAction(meter_id),) if meter_id is not None else ()
+    flows = {Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=address),
+                  (), FlowKind.VIP_NO_ENDPOINT, address)}
     groups = set()
-    meters = set()
-    metered = meter_ids(services.vips)
-    host_of = {vm.address: h.underlay_address for h in inv.hosts for vm in h.vms}
-    # every backend that is not inactive keeps its connections (a draining one too)
-    dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
-            if be.state != "inactive" and be.address in host_of}
-    for dip in dips:
-        flows |= connection_flows(dip, host_of[dip])
-    for vip in services.vips:
-        flows.add(Flow(T_CLASSIFY, PRIO_VIP, match(eth_type=ETH_TYPE_IP, ipv4_dst=vip.address),
-                       (), FlowKind.VIP_NO_ENDPOINT, vip.address))
-        limit: tuple[MeterAction, ...] = ()
-        if vip.address in metered:
-            meters.add(vip_meter(vip, metered[vip.address]))
-            limit = (MeterAction(metered[vip.address]),)
-        for ep in vip.endpoints:
-            table = endpoint_table(vip, ep, down, tables)
-            dips_of = sorted(table.counts()) if table is not None else []
-            group, split = endpoint_selection(vip.address, ep.protocol, ep.port,
-                                              group_id(vip, ep), table,
-                                              tuple((d, host_of[d]) for d in dips_of))
-            groups.add(group)
-            flows |= split
-            port_field = f"{ep.protocol}_dst"
-            flows.add(Flow(
-                T_CLASSIFY, PRIO_ENDPOINT,
-                match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP,
-                      ip_proto=IP_PROTO[ep.protocol], ipv4_dst=vip.address,
-                      **{port_field: ep.port, FROM_AGENT_REG: 0}),
-                (*limit, Ct(zone=vip_zone(vip.address), table=T_CONNECTIONS)),
-                FlowKind.VIP_ENDPOINT, endpoint_key(vip, ep)))
-            flows.add(Flow(
-                T_SELECT, PRIO_ENDPOINT,
-                match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[ep.protocol],
-                      ipv4_dst=vip.address, **{port_field: ep.port}),
-                (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT,
-                f"select:{endpoint_key(vip, ep)}"))
-    for dip, blocks in sorted((snat or {}).items()):
-        if dip in host_of:
-            flows |= snat_return_flows(blocks, host_of[dip])
-    flows |= fragment_flows({dip: host_of[dip] for dip in dips | set(snat or {})
-                             if dip in host_of})
-    meters.add(Meter(FRAGMENT_METER_ID, FRAGMENT_PPS, FRAGMENT_BURST))
-    program = SwitchProgram(frozenset(flows), frozenset(groups), frozenset(meters))
-    check_flows("mux", "int", program.flows)
-    return program
+    for protocol, port, table, hosts in endpoints:
+        key = f"{address}:{protocol}:{port}"
+        group, split = endpoint_selection(address, protocol, port, stable_id(key), table, hosts)
+        groups.add(group)
+        flows |= split
+        port_field = f"{protocol}_dst"
+        flows.add(Flow(
+            T_CLASSIFY, PRIO_ENDPOINT,
+            match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[protocol],
+                  ipv4_dst=address, **{port_field: port, FROM_AGENT_REG: 0}),
+            (*limit, Ct(zone=vip_zone(address), table=T_CONNECTIONS)),
+            FlowKind.VIP_ENDPOINT, key))
+        flows.add(Flow(
+            T_SELECT, PRIO_ENDPOINT,
+            match(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO[protocol], ipv4_dst=address,
+                  **{port_field: port}),
+            (GroupAction(group.group_id),), FlowKind.VIP_ENDPOINT, f"select:{key}"))
+    part = frozenset(flows)
+    check_flows("mux", "int", part)
+    return part, frozenset(groups)
 
 
 def route_mac(dip: str) -> str:
@@ -366,10 +400,16 @@ def route_mac(dip: str) -> str:
     return ROUTE_MAC[:6] + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(dip).packed)
 
 
-def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
+def fragment_flows(host_of: Mapping[str, str]) -> frozenset[Flow]:
     """Fragments through the Mux agent and back (see FROM_AGENT_REG above), for the DIPs in
     `host_of` (DIP -> its host's underlay address)."""
-    flows = {
+    return _fragment_base().union(*(dip_fragment_flows(dip, host)
+                                    for dip, host in host_of.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def _fragment_base() -> frozenset[Flow]:
+    flows = frozenset({
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_YES,
                    **{FROM_AGENT_REG: 0}),
@@ -383,16 +423,15 @@ def fragment_flows(host_of: Mapping[str, str]) -> set[Flow]:
              FlowKind.FRAGMENT, "first"),
         Flow(T_EGRESS, PRIO_DEFAULT, match(), (Output(INT_GRE_OFPORT),), FlowKind.DEFAULT,
              "out"),
-    }
-    for dip, host in host_of.items():
-        flows |= dip_fragment_flows(dip, host)
+    })
+    check_flows("mux", "int", flows)
     return flows
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def dip_fragment_flows(dip: str, host: str) -> frozenset[Flow]:
     """A DIP's first fragments echoed to the agent; its later ones tunnelled to it."""
-    return frozenset({
+    flows = frozenset({
         Flow(T_EGRESS, PRIO_FRAGMENT, match(tunnel_id=ip_int(dip), **{FROM_AGENT_REG: 1}),
              (Output(INT_GRE_OFPORT), SetField("eth_dst", route_mac(dip)),
               SetField("eth_src", ROUTE_MAC), Output(INT_FRAG_OFPORT)),
@@ -403,3 +442,5 @@ def dip_fragment_flows(dip: str, host: str) -> frozenset[Flow]:
              (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)),
               Output(INT_GRE_OFPORT)), FlowKind.FRAGMENT, f"later:{dip}"),
     })
+    check_flows("mux", "int", flows)
+    return flows

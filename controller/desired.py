@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ananta.controller.compile_host import compile_host_int, compile_host_phy
+from ananta.controller.compile_host import compile_host_int, compile_host_phy, inbound_by_dip
 from ananta.controller.compile_mux import compile_mux_int, compile_mux_phy
 from ananta.controller.flows import SwitchProgram
 from ananta.controller.model import Inventory, Services
@@ -55,7 +55,8 @@ def desired_programs(services: Services, inv: Inventory,
         programs[int(mux.datapath_ids.phy, 16)] = mux_phy
         programs[int(mux.datapath_ids.int, 16)] = mux_int
     host_phy = compile_host_phy()
+    by_dip = inbound_by_dip(services)
     for host in inv.hosts:
         programs[int(host.datapath_ids.phy, 16)] = host_phy
-        programs[int(host.datapath_ids.int, 16)] = compile_host_int(services, host, snat)
+        programs[int(host.datapath_ids.int, 16)] = compile_host_int(services, host, snat, by_dip)
     return programs

@@ -16,6 +16,7 @@ import enum
 import functools
 import hashlib
 import ipaddress
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +184,10 @@ class Flow:
     idle_timeout: int = 0
     hard_timeout: int = 0
     cookie: int = field(init=False, compare=False, repr=False)
+    key_hash: int = field(init=False, compare=False, repr=False)  # hash(self.key), made once
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "key_hash", hash(self.key))
         content = repr((self.table, self.priority, self.match, self.actions,
                         self.idle_timeout, self.hard_timeout))
         cookie = (
@@ -194,6 +197,10 @@ class Flow:
             | _digest(content, 4)
         )
         object.__setattr__(self, "cookie", cookie)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Flow, (self.table, self.priority, self.match, self.actions, self.kind,
+                       self.owner, self.idle_timeout, self.hard_timeout))  # key_hash: per process
 
     def __hash__(self) -> int:
         # the cookie digests every compared field but kind and owner, which it also holds:
@@ -253,12 +260,14 @@ class SwitchProgram:
     meters: frozenset[Meter] = frozenset()
 
     def __post_init__(self) -> None:
-        seen: dict[tuple[int, int, Match], Flow] = {}
-        for flow in self.flows:
-            if flow.key in seen:
-                raise ValueError(
-                    f"two flows share table/priority/match: {flow} and {seen[flow.key]}")
-            seen[flow.key] = flow
+        # each flow's key hashed once, at construction: a Mux's program has ~100 flows per VIP
+        if len(set(map(_KEY_HASH, self.flows))) != len(self.flows):
+            seen: dict[tuple[int, int, Match], Flow] = {}
+            for flow in self.flows:
+                if flow.key in seen:
+                    raise ValueError(
+                        f"two flows share table/priority/match: {flow} and {seen[flow.key]}")
+                seen[flow.key] = flow
         ids = [g.group_id for g in self.groups]
         if len(ids) != len(set(ids)):
             raise ValueError("two groups share a group id")
@@ -266,9 +275,13 @@ class SwitchProgram:
         if len(meter_ids) != len(set(meter_ids)):
             raise ValueError("two meters share a meter id")
 
-    @property
+    @functools.cached_property
     def cookies(self) -> frozenset[int]:
-        return frozenset(f.cookie for f in self.flows)
+        return frozenset(map(_COOKIE, self.flows))
+
+
+_KEY_HASH = operator.attrgetter("key_hash")
+_COOKIE = operator.attrgetter("cookie")
 
 
 def kind_cookie(kind: FlowKind) -> int:

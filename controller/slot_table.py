@@ -112,6 +112,10 @@ class SlotTable:
         """Each DIP's number of slots."""
         return dict(self._counts)
 
+    def dips(self) -> tuple[str, ...]:
+        """The DIPs with slots, sorted."""
+        return tuple(dip for dip, _ in self._counts)
+
     def dip_at(self, dp_hash: int) -> str:
         """The DIP of the slot a packet with this dp_hash lands in (the oracle's last step)."""
         position = bitrev8((dp_hash >> SUB_SHIFT) & 0xFF)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 from ananta.controller.compile_mux import compile_mux_int
+from ananta.controller.desired import desired_programs
 from ananta.controller.flows import (
     Flow,
     FlowKind,
@@ -16,7 +20,8 @@ from ananta.controller.flows import (
     match,
 )
 from ananta.controller.model import Services
-from ananta.controller.reconcile import InstalledFlow, plan
+from ananta.controller.reconcile import InstalledFlow, plan, plan_change
+from ananta.controller.state import ClusterState, Envelope, apply_command
 from tests.unit.fixtures import default_inventory, demo_services
 
 
@@ -99,3 +104,62 @@ def test_group_content_change_is_a_modify() -> None:
                  [InstalledFlow(f.table, f.priority, f.cookie, None) for f in a.flows],
                  {group.group_id: group})
     assert steps.modify_groups == (smaller,) and not steps.add_groups and not steps.add_flows
+
+
+def _changes(seed: int, steps: int) -> Iterator[dict[str, SwitchProgram]]:
+    """Every switch's program after each of `steps` random config writes (weights, states,
+    backends, rate limits, VIPs coming and going), through the replicated state machine."""
+    rng = random.Random(seed)
+    state = ClusterState()
+    inv = default_inventory()
+
+    def run(command: dict[str, object]) -> None:
+        apply_command(state, Envelope.model_validate(
+            {"op_id": uuid.uuid4().hex, "proposed_at": 0.0, "command": command}))
+
+    run({"op": "set_inventory", "inventory": inv.model_dump(mode="json")})
+    dips = [vm.address for h in inv.hosts for vm in h.vms]
+    names = [f"v{i}" for i in range(4)]
+    for step in range(steps):
+        name = rng.choice(names)
+        vip = state.vips.get(("default", name))
+        if vip is None:
+            run({"op": "create_vip", "vip": {
+                "name": name, "address": f"203.0.113.{20 + names.index(name)}",
+                "endpoints": [{"protocol": "tcp", "port": 80, "backends": [
+                    {"address": d, "port": 8080, "weight": rng.choice([50, 100])}
+                    for d in rng.sample(dips, rng.randint(1, len(dips)))]}]}})
+        elif step % 11 == 0:
+            run({"op": "delete_vip", "tenant": "default", "name": name})
+        elif step % 5 == 0:
+            run({"op": "set_vip_rate_limit", "tenant": "default", "vip": name,
+                 "rate_limit_pps": rng.choice([None, 1000, 5000])})
+        else:
+            be = rng.choice(vip.endpoints[0].backends)
+            run({"op": "update_backend", "tenant": "default", "vip": name, "protocol": "tcp",
+                 "port": 80, "address": be.address, "weight": rng.randint(0, 300),
+                 "state": rng.choice(["active", "active", "draining", "inactive"])})
+        yield desired_programs(state.services(), state.inventory, frozenset(state.down),
+                               dict(state.snat), dict(state.slot_tables))
+
+
+def test_planning_from_a_confirmed_program_is_planning_from_its_dump() -> None:
+    """plan_change(old, new) is what plan() gives for a switch that reported exactly `old`:
+    the same steps (deletions in a fixed order), over a history of random config writes."""
+    previous: dict[int, SwitchProgram] = {}
+    compared = changed = 0
+    for programs in _changes(seed=3, steps=120):
+        for dpid, new in programs.items():
+            old = previous.get(dpid, SwitchProgram())
+            fast = plan_change(old, new)
+            full = plan(new, [InstalledFlow(f.table, f.priority, f.cookie, f.match)
+                              for f in old.flows],
+                        {g.group_id: g for g in old.groups}, {m.meter_id: m for m in old.meters})
+            assert fast == replace(full, delete_flows=tuple(sorted(
+                full.delete_flows, key=lambda f: (f.table, f.priority, f.cookie))))
+            compared += 1
+            changed += not fast.empty
+        previous = programs
+    assert changed > 50 and compared > changed  # writes that change switches, and some not
+    same = SwitchProgram(frozenset({Flow(0, 0, match(), (), FlowKind.DEFAULT, "x")}))
+    assert plan_change(same, same).empty
