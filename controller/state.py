@@ -233,6 +233,7 @@ class ClusterState:
         self.generation = 0
         self.inventory = Inventory()
         self.tenants: dict[str, Tenant] = {}
+        self.tenant_of_token: dict[str, str] = {}  # derived: token_sha256 -> tenant name
         self.vips: dict[tuple[str, str], Vip] = {}
         self.operations: OrderedDict[str, Operation] = OrderedDict()
         self.down: set[str] = set()  # backend_key of every backend its host agent reported down
@@ -276,6 +277,7 @@ class ClusterState:
         self.inventory = Inventory.model_validate_json(data["inventory"])
         self.index = inventory_index(self.inventory)
         self.tenants = {t.name: t for t in _TENANTS.validate_json(data["tenants"])}
+        self.tenant_of_token = {t.token_sha256: t.name for t in self.tenants.values()}
         # The snapshot holds what this code validated when it applied each command: rebuild
         # the objects without running every field validator again (seconds at 10k VIPs), and
         # without the cyclic GC rescanning the heap while 100k objects are being made.
@@ -468,7 +470,14 @@ def _apply(state: ClusterState, cmd: Any) -> None:
         state.index = inventory_index(cmd.inventory)
         state.draining_muxes &= {m.name for m in cmd.inventory.muxes}
     elif isinstance(cmd, PutTenant):
+        holder = state.tenant_of_token.get(cmd.tenant.token_sha256)
+        if holder is not None and holder != cmd.tenant.name:
+            raise CommandError(409, "that token is another tenant's", "token")
+        old = state.tenants.get(cmd.tenant.name)
+        if old is not None:
+            del state.tenant_of_token[old.token_sha256]
         state.tenants[cmd.tenant.name] = cmd.tenant
+        state.tenant_of_token[cmd.tenant.token_sha256] = cmd.tenant.name
     elif isinstance(cmd, ReportHealth):
         host = next((h for h in state.inventory.hosts if h.name == cmd.host), None)
         if host is None:
@@ -521,7 +530,7 @@ def _apply(state: ClusterState, cmd: Any) -> None:
             raise CommandError(404, f"no tenant {cmd.name!r}", "name")
         if any(t == cmd.name for t, _ in state.vips):
             raise CommandError(409, f"tenant {cmd.name!r} still has VIPs", "name")
-        del state.tenants[cmd.name]
+        del state.tenant_of_token[state.tenants.pop(cmd.name).token_sha256]
     else:
         key, vip = _changed_vip(state, cmd)
         old = state.vips.get(key)

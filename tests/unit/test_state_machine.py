@@ -36,9 +36,9 @@ def envelope(command: object, op_id: str | None = None) -> Envelope:
 def fresh() -> ClusterState:
     state = ClusterState()
     assert apply_command(state, envelope(SetInventory(inventory=default_inventory())))["ok"]
-    for name in ("demo", "other"):
+    for name, digest in (("demo", HASH), ("other", "1" * 64)):
         assert apply_command(state, envelope(PutTenant(tenant=Tenant(name=name,
-                                                                     token_sha256=HASH))))["ok"]
+                                                                     token_sha256=digest))))["ok"]
     return state
 
 
@@ -165,3 +165,24 @@ def test_a_drain_deadline_makes_the_backend_inactive_once() -> None:
     be = state.vips[("demo", "web")].endpoints[0].backends[0]
     assert (be.state, be.drain_until) == ("inactive", None)
     assert expired_drains(state, now=2000.0) == [] and not state.drain_deadlines
+
+
+def test_tokens_name_one_tenant_each_through_puts_deletes_and_snapshots() -> None:
+    """The API finds a token's tenant by its digest (an index kept by the state machine):
+    a digest another tenant holds is refused and changes nothing; replacing a tenant's
+    token or deleting the tenant retires the old one; a restored snapshot has the index."""
+    import pickle
+
+    state = fresh()
+    assert state.tenant_of_token == {HASH: "demo", "1" * 64: "other"}
+    before = copy.deepcopy(state.__getstate__())
+    refused = apply_command(state, envelope(PutTenant(tenant=Tenant(name="third",
+                                                                    token_sha256=HASH))))
+    assert (refused["status"], refused["path"]) == (409, "token")
+    assert state.__getstate__() == before and "third" not in state.tenants
+    assert apply_command(state, envelope(PutTenant(tenant=Tenant(name="other",
+                                                                 token_sha256="2" * 64))))["ok"]
+    assert state.tenant_of_token == {HASH: "demo", "2" * 64: "other"}
+    assert apply_command(state, envelope(DeleteTenant(name="other")))["ok"]
+    assert state.tenant_of_token == {HASH: "demo"}
+    assert pickle.loads(pickle.dumps(state)).tenant_of_token == {HASH: "demo"}
