@@ -3,6 +3,9 @@
 Builds the state by applying real command envelopes (the same `apply_command` every replica
 runs), then measures pysyncobj's own snapshot (log compaction to its full dump file) and a
 restart restoring from it, and the process's resident memory. One Raft replica on loopback.
+Then what the leader does for each config write at that scale, for 8 Muxes and 100 hosts:
+compile every switch's program, and plan each switch's change from the program it holds
+(against compiling everything afresh, the baseline).
 
     .venv/bin/python bench/manager_scale.py [--vips 10000] [--backends 10]
 """
@@ -19,9 +22,12 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ananta.controller.desired import desired_programs  # noqa: E402
+from ananta.controller.flows import SwitchProgram  # noqa: E402
+from ananta.controller.reconcile import plan_change  # noqa: E402
 from ananta.controller.replication import Cluster, RaftSettings  # noqa: E402
-from ananta.controller.state import Envelope, apply_command  # noqa: E402
-from bench.common import metric, write_result  # noqa: E402
+from ananta.controller.state import ClusterState, Envelope, apply_command  # noqa: E402
+from bench.common import metric, percentile, write_result  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -56,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vips", type=int, default=10000)
     ap.add_argument("--backends", type=int, default=10)
+    ap.add_argument("--writes", type=int, default=20, help="config writes timed on the leader")
     args = ap.parse_args()
     data_dir = tempfile.mkdtemp(prefix="ananta-scale-")
     settings = RaftSettings("127.0.0.1:17501", (), "bench-raft-password-0123", data_dir)
@@ -100,6 +107,7 @@ def main() -> None:
         time.sleep(0.01)
     restore = time.monotonic() - t0
     assert len(restored.state.vips) == args.vips
+    write_ms, full_s, compiled_rss = leader_writes(restored.state, dips, writes=args.writes)
     restored.destroy()
     total_rss = rss_mb()
     label = f"{args.vips} VIPs x {args.backends} backends"
@@ -113,8 +121,46 @@ def main() -> None:
         metric("state_resident_memory", state_rss, "MB", goal="< 1024 MB",
                met=state_rss < 1024, reference="Ananta: 100k VIPs per instance"),
         metric("process_resident_memory", total_rss, "MB", goal="< 1024 MB",
-               met=total_rss < 1024),
+               met=total_rss < 1024, reference="with the compiled programs of every switch"),
+        metric("leader_compile_all_seconds", full_s, "s",
+               reference="every switch's program compiled from nothing (a new leader)"),
+        metric("leader_write_p50", percentile(write_ms, 50), "ms", baseline=full_s * 1000,
+               reference="one weight write: apply, compile every switch, plan each one's "
+                         "change", samples=len(write_ms)),
+        metric("leader_write_p99", percentile(write_ms, 99), "ms", baseline=full_s * 1000),
+        metric("compiled_programs_memory", compiled_rss, "MB",
+               reference="resident memory the compiled programs add"),
     ], scale=label)
+
+
+def leader_writes(state: ClusterState, dips: list[str], writes: int,
+                  ) -> tuple[list[float], float, float]:
+    """Each write's apply + compile + plans (ms), the first compile (s), and the memory the
+    compiled programs take (MB)."""
+    def compile_all() -> dict[int, SwitchProgram]:
+        return desired_programs(state.services(), state.inventory, frozenset(state.down),
+                                dict(state.snat), dict(state.slot_tables))
+
+    before = rss_mb()
+    t0 = time.monotonic()
+    held = compile_all()
+    full = time.monotonic() - t0
+    compiled_rss = rss_mb() - before
+    times = []
+    for i in range(writes):
+        j = i * 37 % len(state.vips)  # VIP j's first backend is dips[j * 7] (main)
+        t0 = time.monotonic()
+        result = apply_command(state, envelope({
+            "op": "update_backend", "tenant": "default", "vip": f"v{j}", "protocol": "tcp",
+            "port": 80, "address": dips[j * 7 % len(dips)], "weight": 101 + i % 2}))
+        assert result["ok"], result
+        programs = compile_all()
+        plans = {dpid: plan_change(held.get(dpid, SwitchProgram()), p)
+                 for dpid, p in programs.items()}
+        times.append((time.monotonic() - t0) * 1000)
+        assert sum(not p.empty for p in plans.values()) >= 8  # the Muxes' br-int at least
+        held = programs
+    return times, full, compiled_rss
 
 
 if __name__ == "__main__":
