@@ -173,6 +173,7 @@ def endpoint_table(vip: Vip, ep: Endpoint, down: frozenset[str] = frozenset(),
     return next_table(None, slot_counts(new_connection_weights(ep, down)))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _to_dip_actions(dip: str, host: str) -> tuple[SetField, SetField, Resubmit]:
     # OVS drops a ct(commit) written in a bucket itself: table 3 commits
     return (SetField("tun_ipv4_dst", host), SetField("tunnel_id", ip_int(dip)), Resubmit(T_PIN))
