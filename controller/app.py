@@ -10,6 +10,7 @@ sends it, closed by a barrier; the barrier reply records the generation the swit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -39,6 +40,7 @@ from ananta.controller.compile_mux import (
 )
 from ananta.controller.desired import SwitchTarget, desired_programs, switch_targets
 from ananta.controller.flows import (
+    Flow,
     FlowKind,
     Group,
     Meter,
@@ -63,6 +65,21 @@ COUNTER_INTERVAL = 1.0  # seconds between reads of the Muxes' per-VIP counters
 HOSTS_WAIT_LIMIT = 1.0  # seconds the hosts wait for the Muxes to take new SNAT blocks
 COUNTED_KINDS = {"phy": (FlowKind.VIP_STEER,),
                  "int": (FlowKind.VIP_ENDPOINT, FlowKind.VIP_NO_ENDPOINT, FlowKind.FRAGMENT)}
+COUNTED = frozenset(kind for kinds in COUNTED_KINDS.values() for kind in kinds)
+
+
+def counted_owners(program: SwitchProgram) -> dict[int, str]:
+    """Cookie -> owner of the program's flows whose counters /metrics reports."""
+    owners: dict[int, str] = {}
+    for part in program.parts.values() if program.parts is not None else (program.flows,):
+        owners.update(_counted_in(part))
+    return owners
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _counted_in(part: frozenset[Flow]) -> dict[int, str]:
+    """(Cached: a config write leaves most parts of a Mux's program the same objects.)"""
+    return {f.cookie: f.owner for f in part if f.kind in COUNTED}
 
 
 def _last_part(msg: Any) -> bool:
@@ -190,9 +207,11 @@ class AnantaManagerApp(app_manager.OSKenApp):
                     self.snat_blocks = blocks
                     self.programs = desired_programs(services, inventory, down, snat, tables)
                     self.programs_generation = generation
-                    self.owner_of = {f.cookie: f.owner for p in self.programs.values()
-                                     for f in p.flows if f.kind in COUNTED_KINDS["phy"]
-                                     or f.kind in COUNTED_KINDS["int"]}
+                    self.owner_of = {}
+                    for program in {id(p): p for dpid, p in self.programs.items()
+                                    if dpid in self.targets
+                                    and self.targets[dpid].role == "mux"}.values():
+                        self.owner_of.update(counted_owners(program))
                     self.meter_owner = {mid: vip for vip, mid in
                                         meter_ids(services.vips).items()}
                     self.meter_owner[FRAGMENT_METER_ID] = FRAGMENT_METER_OWNER

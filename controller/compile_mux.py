@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 from ananta.bridges import (
     INT_FRAG_OFPORT,
@@ -243,20 +243,27 @@ def packet_dp_hash(src: str, dst: str, protocol: str, sport: int, dport: int) ->
 
 
 def compile_mux_phy(services: Services) -> SwitchProgram:
-    flows = {
-        Flow(0, PRIO_DEFAULT, match(), (Output(PORT_NORMAL),), FlowKind.DEFAULT, "normal"),
-    }
-    flows.update(vip_steer(vip.address) for vip in services.vips)
-    program = SwitchProgram(frozenset(flows))
-    check_flows("mux", "phy", program.flows)
-    return program
+    parts: dict[Hashable, frozenset[Flow]] = {"base": _phy_base()}
+    parts.update((("vip", vip.address), vip_steer(vip.address)) for vip in services.vips)
+    return SwitchProgram.of_parts(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def _phy_base() -> frozenset[Flow]:
+    flows = frozenset({Flow(0, PRIO_DEFAULT, match(), (Output(PORT_NORMAL),), FlowKind.DEFAULT,
+                            "normal")})
+    check_flows("mux", "phy", flows)
+    return flows
 
 
 @functools.lru_cache(maxsize=VIP_PARTS)
-def vip_steer(address: str) -> Flow:
-    return Flow(0, PRIO_VIP,
-                match(in_port=PHY_UPLINK_OFPORT, eth_type=ETH_TYPE_IP, ipv4_dst=address),
-                (Output(PHY_PATCH_OFPORT),), FlowKind.VIP_STEER, address)
+def vip_steer(address: str) -> frozenset[Flow]:
+    flows = frozenset({Flow(0, PRIO_VIP,
+                            match(in_port=PHY_UPLINK_OFPORT, eth_type=ETH_TYPE_IP,
+                                  ipv4_dst=address),
+                            (Output(PHY_PATCH_OFPORT),), FlowKind.VIP_STEER, address)})
+    check_flows("mux", "phy", flows)
+    return flows
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -310,9 +317,13 @@ def compile_mux_int(services: Services, inv: Inventory,
     # every backend that is not inactive keeps its connections (a draining one too)
     dips = {be.address for vip in services.vips for ep in vip.endpoints for be in ep.backends
             if be.state != "inactive" and be.address in host_of}
-    flow_parts = [_base_flows(), fragment_flows(
-        {dip: host_of[dip] for dip in dips | set(snat or {}) if dip in host_of})]
-    flow_parts += [connection_flows(dip, host_of[dip]) for dip in dips]
+    parts: dict[Hashable, frozenset[Flow]] = {"base": _base_flows(),
+                                              "fragments": _fragment_base()}
+    for dip in dips | set(snat or {}):
+        if dip in host_of:
+            parts["fragments", dip] = dip_fragment_flows(dip, host_of[dip])
+    for dip in dips:
+        parts["connections", dip] = connection_flows(dip, host_of[dip])
     groups: set[Group] = set()
     meters = {Meter(FRAGMENT_METER_ID, FRAGMENT_PPS, FRAGMENT_BURST)}
     for vip in services.vips:
@@ -324,13 +335,12 @@ def compile_mux_int(services: Services, inv: Inventory,
             table = endpoint_table(vip, ep, down, tables)
             hosts = tuple((d, host_of[d]) for d in table.dips()) if table is not None else ()
             endpoints.append((ep.protocol, ep.port, table, hosts))
-        vip_flows, vip_groups = vip_part(vip.address, mid, tuple(endpoints))
-        flow_parts.append(vip_flows)
+        parts["vip", vip.address], vip_groups = vip_part(vip.address, mid, tuple(endpoints))
         groups |= vip_groups
     for dip, blocks in sorted((snat or {}).items()):
         if dip in host_of:
-            flow_parts.append(snat_return_flows(blocks, host_of[dip]))
-    return SwitchProgram(frozenset().union(*flow_parts), frozenset(groups), frozenset(meters))
+            parts["snat", dip] = snat_return_flows(blocks, host_of[dip])
+    return SwitchProgram.of_parts(parts, frozenset(groups), frozenset(meters))
 
 
 @functools.lru_cache(maxsize=1)
@@ -401,15 +411,10 @@ def route_mac(dip: str) -> str:
     return ROUTE_MAC[:6] + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(dip).packed)
 
 
-def fragment_flows(host_of: Mapping[str, str]) -> frozenset[Flow]:
-    """Fragments through the Mux agent and back (see FROM_AGENT_REG above), for the DIPs in
-    `host_of` (DIP -> its host's underlay address)."""
-    return _fragment_base().union(*(dip_fragment_flows(dip, host)
-                                    for dip, host in host_of.items()))
-
-
 @functools.lru_cache(maxsize=1)
 def _fragment_base() -> frozenset[Flow]:
+    """Fragments through the Mux agent and back (see FROM_AGENT_REG above); with each DIP's
+    dip_fragment_flows."""
     flows = frozenset({
         Flow(T_CLASSIFY, PRIO_FRAGMENT,
              match(in_port=INT_PATCH_OFPORT, eth_type=ETH_TYPE_IP, ip_frag=IP_FRAG_YES,

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import ipaddress
 import operator
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,10 +265,24 @@ class SwitchProgram:
     flows: frozenset[Flow] = frozenset()
     groups: frozenset[Group] = frozenset()
     meters: frozenset[Meter] = frozenset()
+    # The flows in the parts the compiler built them from (a VIP's, a DIP's...; key -> its
+    # flows), set by `of_parts` only. A config write leaves most parts the very same objects,
+    # which lets reconcile.plan_change look at the changed ones alone.
+    parts: Mapping[Hashable, frozenset[Flow]] | None = field(
+        default=None, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def of_parts(cls, parts: Mapping[Hashable, frozenset[Flow]],
+                 groups: frozenset[Group] = frozenset(),
+                 meters: frozenset[Meter] = frozenset()) -> SwitchProgram:
+        return cls(frozenset().union(*parts.values()), groups, meters, parts)
 
     def __post_init__(self) -> None:
-        # each flow's key hashed once, at construction: a Mux's program has ~100 flows per VIP
-        if len(set(map(_KEY_HASH, self.flows))) != len(self.flows):
+        # each flow's key is hashed once, when it is made, and a part's set of them once,
+        # when first seen: a Mux's program has ~50 flows per VIP
+        keys = (set(map(_KEY_HASH, self.flows)) if self.parts is None
+                else frozenset().union(*map(part_keys, self.parts.values())))
+        if len(keys) != len(self.flows):
             seen: dict[tuple[int, int, Match], Flow] = {}
             for flow in self.flows:
                 if flow.key in seen:
@@ -284,6 +299,12 @@ class SwitchProgram:
     @functools.cached_property
     def cookies(self) -> frozenset[int]:
         return frozenset(map(_COOKIE, self.flows))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def part_keys(part: frozenset[Flow]) -> frozenset[int]:
+    """The hashes of a part's flows' keys (cached: a part is mostly seen again)."""
+    return frozenset(map(_KEY_HASH, part))
 
 
 _KEY_HASH = operator.attrgetter("key_hash")

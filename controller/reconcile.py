@@ -95,11 +95,18 @@ def plan_change(old: SwitchProgram, new: SwitchProgram) -> Plan:
     share one program, so each config write asks the same change of each of them."""
     if old is new:
         return EMPTY_PLAN
-    add_flows = tuple(sorted(new.flows - old.flows,
-                             key=lambda f: (f.table, -f.priority, f.cookie)))
+    if old.parts is not None and new.parts is not None:
+        # only the parts that are not the very same objects can hold a difference (a flow
+        # that moved between parts is in both programs: the differences are program-wide)
+        added = frozenset().union(*(p for k, p in new.parts.items()
+                                    if old.parts.get(k) is not p)) - old.flows
+        removed = frozenset().union(*(p for k, p in old.parts.items()
+                                      if new.parts.get(k) is not p)) - new.flows
+    else:
+        added, removed = new.flows - old.flows, old.flows - new.flows
+    add_flows = tuple(sorted(added, key=lambda f: (f.table, -f.priority, f.cookie)))
     delete_flows = tuple(InstalledFlow(f.table, f.priority, f.cookie, f.match)
-                         for f in sorted(old.flows - new.flows,
-                                         key=lambda f: (f.table, f.priority, f.cookie)))
+                         for f in sorted(removed, key=lambda f: (f.table, f.priority, f.cookie)))
     old_groups = set(map(_GROUP_ID, old.groups))
     new_groups = set(map(_GROUP_ID, new.groups))
     changed = sorted(new.groups - old.groups, key=_GROUP_ID)

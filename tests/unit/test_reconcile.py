@@ -163,3 +163,15 @@ def test_planning_from_a_confirmed_program_is_planning_from_its_dump() -> None:
     assert changed > 50 and compared > changed  # writes that change switches, and some not
     same = SwitchProgram(frozenset({Flow(0, 0, match(), (), FlowKind.DEFAULT, "x")}))
     assert plan_change(same, same).empty
+
+
+def test_a_flow_that_moves_between_parts_stays() -> None:
+    """plan_change looks at the changed parts only, but a flow that left one part for another
+    is in both programs: nothing to add or delete."""
+    a = Flow(0, 10, match(in_port=1), (Output(2),), FlowKind.DEFAULT, "a")
+    b = Flow(0, 10, match(in_port=2), (Output(1),), FlowKind.DEFAULT, "b")
+    old = SwitchProgram.of_parts({"x": frozenset({a, b}), "y": frozenset()})
+    new = SwitchProgram.of_parts({"x": frozenset({a}), "y": frozenset({b})})
+    assert old.flows == new.flows and plan_change(old, new).empty
+    gone = SwitchProgram.of_parts({"x": frozenset({a}), "y": frozenset()})
+    assert plan_change(new, gone).delete_flows == (InstalledFlow(0, 10, b.cookie, b.match),)
