@@ -27,6 +27,7 @@ def _a_number(value: Any) -> Any:
 # Put in an int field's Annotated[...]: JSON true/false and strings are refused, not coerced
 # (a float with no fraction, which JSON Schema's "integer" allows, is still taken).
 JsonInteger = BeforeValidator(_a_number)
+JsonNumber = JsonInteger  # the same, in a float field's Annotated[...]
 
 
 class StrictModel(BaseModel):

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from ananta.config import ConfigError, JsonInteger, StrictModel, join_path
+from ananta.config import ConfigError, JsonInteger, JsonNumber, StrictModel, join_path
 
 MAX_BACKENDS_PER_ENDPOINT = 256
 MAX_WEIGHT = 1000
@@ -88,7 +88,7 @@ class Backend(StrictModel):
     state: BackendState = "active"
     # a draining backend becomes inactive at this time (UNIX seconds), cutting what is left
     # of its connections; none: it drains until its connections end on their own
-    drain_until: float | None = None
+    drain_until: Annotated[float, JsonNumber] | None = None
 
     @property
     def takes_new_connections(self) -> bool:

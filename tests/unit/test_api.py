@@ -165,9 +165,16 @@ def test_a_write_retried_with_its_operation_id_is_applied_once(api) -> None:  # 
     again = client.post("/api/v1/vips", json=web_body(), headers=headers)
     assert again.status_code == 201 and again.json()["generation"] == first.json()["generation"]
     assert len(service.state.vips) == 1
+    other = client.delete("/api/v1/vips/web", headers=headers)  # the id of another request
+    assert other.status_code == 409 and other.json()["field"] == "Operation-Id"
+    assert "create_vip" in other.json()["error"] and len(service.state.vips) == 1
     bad = client.post("/api/v1/vips", json=web_body(), headers=auth(DEMO_TOKEN) | {
         "Operation-Id": "not-hex"})
     assert bad.status_code == 422 and "Operation-Id" in bad.text
+    body = web_body()
+    body["endpoints"][0]["backends"][0]["drain_until"] = False  # a number, not a bool
+    wrong = client.post("/api/v1/vips", json=body, headers=auth(DEMO_TOKEN))
+    assert wrong.status_code == 422 and "drain_until" in wrong.json()["field"]
 
 
 def test_muxes_and_hosts_with_their_programmed_generation(api) -> None:  # type: ignore[no-untyped-def]
