@@ -13,6 +13,7 @@ compile every switch's program, and plan each switch's change from the program i
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import os
 import sys
@@ -145,6 +146,7 @@ def leader_writes(state: ClusterState, dips: list[str], writes: int,
     t0 = time.monotonic()
     held = compile_all()
     full = time.monotonic() - t0
+    gc.freeze()
     compiled_rss = rss_mb() - before
     times = []
     for i in range(writes):
@@ -155,6 +157,7 @@ def leader_writes(state: ClusterState, dips: list[str], writes: int,
             "port": 80, "address": dips[j * 7 % len(dips)], "weight": 101 + i % 2}))
         assert result["ok"], result
         programs = compile_all()
+        gc.freeze()  # as the Manager does after compiling (app.GC_FREEZE_INTERVAL)
         plans = {dpid: plan_change(held.get(dpid, SwitchProgram()), p)
                  for dpid, p in programs.items()}
         times.append((time.monotonic() - t0) * 1000)
