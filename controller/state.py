@@ -66,7 +66,7 @@ class Operation(StrictModel):
     generation: int
     proposed_at: float
     affected_nodes: tuple[str, ...] = ()  # Muxes and hosts whose switches this changes
-    request_sha256: str = ""  # of the command: a retry must ask the same ("" before 2026-11-22)
+    request_digest: str = ""  # of the command: a retry must ask the same ("" before 2026-11-22)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -697,10 +697,10 @@ def expired_drains(state: ClusterState, now: float) -> list[tuple[str, dict[str,
 def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
     """Apply one committed command. Deterministic; never raises for a bad command."""
     cmd = envelope.command
-    request = hashlib.sha256(cmd.model_dump_json().encode()).hexdigest()
+    request = hashlib.blake2b(cmd.model_dump_json().encode(), digest_size=16).hexdigest()
     if envelope.op_id in state.operations:  # a retried proposal: answer as the first time
         op = state.operations[envelope.op_id]
-        if op.request_sha256 and op.request_sha256 != request:
+        if op.request_digest and op.request_digest != request:
             return result_error(409, f"operation id {op.op_id} was used for another request "
                                      f"({op.kind} {op.target})", "Operation-Id")
         return {"ok": True, "status": 200, "op_id": op.op_id, "generation": op.generation}
@@ -725,7 +725,7 @@ def apply_command(state: ClusterState, envelope: Envelope) -> dict[str, Any]:
     state.operations[envelope.op_id] = Operation(
         op_id=envelope.op_id, kind=cmd.op, tenant=tenant, target=target,
         generation=state.generation, proposed_at=envelope.proposed_at,
-        affected_nodes=affected, request_sha256=request)
+        affected_nodes=affected, request_digest=request)
     while len(state.operations) > MAX_OPERATIONS_KEPT:
         state.operations.popitem(last=False)
     return {"ok": True, "status": 200, "op_id": envelope.op_id, "generation": state.generation}
