@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from ananta.bridges import BR_INT, BR_PHY
 from ananta.config import InvalidConfig
-from ananta.node import BridgeSpec, NodeConfig, VmPort, host_network_commands
+from ananta.node import BridgeSpec, NodeConfig, VmPort, host_network_commands, vswitchd_options
 from ananta.ovsdb import NodeOvsdb, OvsdbUnavailable
 from ananta.shell import CommandFailed, run_all
 
@@ -28,7 +28,7 @@ def ovs_env(config: NodeConfig) -> dict[str, str]:
 
 def converge(config: NodeConfig, ovsdb: NodeOvsdb, specs: Sequence[BridgeSpec],
              vms: Sequence[VmPort] = ()) -> None:
-    ovsdb.apply(specs)
+    ovsdb.apply(specs, vswitchd_options(config))
     run_all(host_network_commands(config, vms), env=ovs_env(config))
 
 

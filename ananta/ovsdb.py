@@ -60,7 +60,9 @@ class NodeOvsdb:
         session = getattr(self.api().ovsdb_connection.idl, "_session", None)
         return session is None or bool(session.is_connected())
 
-    def apply(self, specs: Sequence[BridgeSpec]) -> None:
+    def apply(self, specs: Sequence[BridgeSpec], options: dict[str, str] | None = None) -> None:
+        """The bridges of `specs`, and `options` in ovs-vswitchd's other_config (merged with
+        what is there), in one transaction."""
         api = self.api()
         present = self.bridges()
         controllers = {b.name: (sorted(self._run(api.get_controller(b.name)))
@@ -81,6 +83,8 @@ class NodeOvsdb:
                     for table_id, columns in b.flow_tables.items():
                         row = txn.add(api.db_create("Flow_Table", **columns))
                         txn.add(api.db_set("Bridge", b.name, ("flow_tables", {table_id: row})))
+                if options:
+                    txn.add(api.db_set("Open_vSwitch", ".", ("other_config", options)))
         except Exception as exc:
             raise OvsdbUnavailable(f"{self.endpoint}: bootstrap refused: {exc}") from exc
 

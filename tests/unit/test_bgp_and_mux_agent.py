@@ -108,7 +108,7 @@ def test_the_mux_reads_its_gateways_mac_from_the_kernel_and_ovs_tunnel_neighbors
 
 def test_bridge_specs_say_what_ovsdb_must_hold() -> None:
     from ananta.bridges import BR_INT, BR_PHY, GATEWAY_MAC, INT_GRE_OFPORT
-    from ananta.node import NodeConfig, VmPort, bridge_specs
+    from ananta.node import NodeConfig, VmPort, bridge_specs, vswitchd_options
 
     node = NodeConfig.model_validate({
         "name": "hv1", "datapath_ids": {"int": "00a0000000020101", "phy": "00a0000000020102"},
@@ -130,6 +130,29 @@ def test_bridge_specs_say_what_ovsdb_must_hold() -> None:
     assert ports["gre0"]["ofport_request"] == INT_GRE_OFPORT
     assert ports["gre0"]["options"] == {"remote_ip": "flow", "key": "flow"}
     assert int_.flow_tables == {1: {"name": "connections"}} and phy.flow_tables == {}
+    assert {p.name: p.columns for p in phy.ports}["uplink"] == {"ofport_request": 1, "type": ""}
+    assert vswitchd_options(node) == {}
+
+
+def test_an_af_xdp_uplink_and_its_pmd_threads() -> None:
+    """An uplink read through AF_XDP is an afxdp interface in the XDP mode asked for, and the
+    PMD threads polling it go on the CPUs given, sleeping when idle; a mask that is not hex,
+    or a driver OVS does not have, is refused by name."""
+    from ananta.node import NodeConfig, bridge_specs, vswitchd_options
+
+    data = {"name": "mux1", "datapath_ids": {"int": "00a0000000020101", "phy": "00a0000000020102"},
+            "uplink": {"interface": "uplink", "address": "198.18.7.2/30", "gateway": "198.18.7.1",
+                       "driver": "af_xdp", "xdp_mode": "generic"},
+            "managers": ["198.19.0.11:6653"], "pmd": {"cpu_mask": "0x2"}}
+    node = parse(NodeConfig, data, "mux1")
+    phy, _ = bridge_specs(node)
+    assert {p.name: p.columns for p in phy.ports}["uplink"] == {
+        "ofport_request": 1, "type": "afxdp", "options": {"xdp-mode": "generic"}}
+    assert vswitchd_options(node) == {"pmd-cpu-mask": "0x2", "pmd-maxsleep": "100"}
+    for path, bad in ((("pmd", "cpu_mask"), "2"), (("uplink", "driver"), "dpdk")):
+        wrong = {**data, path[0]: {**data[path[0]], path[1]: bad}}  # type: ignore[dict-item]
+        with pytest.raises(InvalidConfig, match=".".join(path)):
+            parse(NodeConfig, wrong, "mux1")
 
 
 
