@@ -105,7 +105,10 @@ def cell(value: object) -> str:
 
 
 def section(doc: dict[str, Any]) -> str:
-    lines = [f"## {doc['benchmark']}", "", what_was_measured(doc["benchmark"]), "",
+    script = doc.get("script", doc["benchmark"])  # a script may write more than one result
+    lines = [f"## {doc['benchmark']}", "",
+             what_was_measured(script) if script == doc["benchmark"]
+             else f"`bench/{script}.py` (above), {doc.get('variant', '')}.", "",
              f"Command: `{doc['command']}`  ", f"When: {doc['when']}, machine: "
              f"{doc['machine']['cores']} cores, kernel {doc['machine']['kernel']}", "",
              "| Metric | Value | Baseline (same run) | Ratio | Goal | Met | Reference |",
