@@ -16,6 +16,7 @@ import argparse
 import gc
 import ipaddress
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -110,6 +111,7 @@ def main() -> None:
     assert len(restored.state.vips) == args.vips
     write_ms, full_s, compiled_rss = leader_writes(restored.state, dips, writes=args.writes)
     restored.destroy()
+    shutil.rmtree(data_dir, ignore_errors=True)
     total_rss = rss_mb()
     label = f"{args.vips} VIPs x {args.backends} backends"
     write_result("manager_scale", [
