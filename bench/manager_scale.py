@@ -160,10 +160,12 @@ def leader_writes(state: ClusterState, dips: list[str], writes: int,
         assert result["ok"], result
         programs = compile_all()
         gc.freeze()  # as the Manager does after compiling (app.GC_FREEZE_INTERVAL)
-        plans = {dpid: plan_change(held.get(dpid, SwitchProgram()), p)
-                 for dpid, p in programs.items()}
+        # once per distinct pair of programs, as the Manager does (the Muxes share theirs)
+        changes = {(id(held.get(dpid)), id(p)): (held.get(dpid, SwitchProgram()), p)
+                   for dpid, p in programs.items()}
+        plans = {key: plan_change(old, new) for key, (old, new) in changes.items()}
         times.append((time.monotonic() - t0) * 1000)
-        assert sum(not p.empty for p in plans.values()) >= 8  # the Muxes' br-int at least
+        assert any(not p.empty for p in plans.values())  # the Muxes' br-int at least
         held = programs
     return times, full, compiled_rss
 

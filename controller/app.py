@@ -138,6 +138,8 @@ class AnantaManagerApp(app_manager.OSKenApp):
         self.targets: dict[int, SwitchTarget] = {}
         self.programs: dict[int, SwitchProgram] = {}
         self.programs_generation = -1
+        self.plans: dict[tuple[int, int], tuple[SwitchProgram, SwitchProgram, Plan]] = {}
+        self.plans_generation = -1
         self.datapaths: dict[int, Any] = {}  # every connected switch, known or not
         self.seeding = False
         self.owner_of: dict[int, str] = {}  # cookie -> owner of the counted flows
@@ -406,7 +408,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
             # The switch holds the program it last confirmed: plan the change from it (in
             # proportion to what changed), one round trip.
             desired = self.programs.get(session.target.dpid, NO_PROGRAM)
-            self._send_plan(session, desired, plan_change(session.installed, desired))
+            self._send_plan(session, desired, self._plan_change(session.installed, desired))
             return
         session.flows, session.groups, session.meters = [], {}, {}
         session.pending = {"flows", "groups", "meters"}
@@ -492,6 +494,16 @@ class AnantaManagerApp(app_manager.OSKenApp):
         steps = plan(desired, session.flows, session.groups, session.meters)
         session.flows, session.groups, session.meters = [], {}, {}  # the dump is used
         self._send_plan(session, desired, steps)
+
+    def _plan_change(self, old: SwitchProgram, new: SwitchProgram) -> Plan:
+        """plan_change, once per pair of programs in a generation: the Muxes share their
+        programs, so a config write asks each of them the same change."""
+        if self.plans_generation != self.generation:
+            self.plans, self.plans_generation = {}, self.generation
+        key = (id(old), id(new))
+        if key not in self.plans:  # (the programs are kept with it: their ids stay theirs)
+            self.plans[key] = (old, new, plan_change(old, new))
+        return self.plans[key][2]
 
     def _send_plan(self, session: SwitchSession, desired: SwitchProgram, steps: Plan) -> None:
         dp = session.datapath

@@ -13,7 +13,6 @@ place), then the stale flows, then stale groups and meters.
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -87,12 +86,10 @@ _GROUP_ID = operator.attrgetter("group_id")
 _METER_ID = operator.attrgetter("meter_id")
 
 
-@functools.lru_cache(maxsize=16)
 def plan_change(old: SwitchProgram, new: SwitchProgram) -> Plan:
     """The plan from a switch that holds `old` (a program it confirmed, with no error) to
     `new`: what `plan(new, old's flows, groups and meters)` gives (delete_flows in table,
-    priority, cookie order), without looking at the flows both have. Cached: the Muxes
-    share one program, so each config write asks the same change of each of them."""
+    priority, cookie order), without looking at the flows both have."""
     if old is new:
         return EMPTY_PLAN
     if old.parts is not None and new.parts is not None:
