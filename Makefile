@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/faults.py
 	$(VENV)/bin/ananta lab down
 	$(PY) bench/mux_forwarding.py
+	$(PY) bench/mux_forwarding.py --driver af_packet
 	$(PY) bench/manager_scale.py
 	$(PY) bench/hashing.py
 	$(PY) bench/report.py
