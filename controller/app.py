@@ -119,6 +119,7 @@ class SwitchSession:
     confirmed_generation: int = -1  # of the last sync the switch confirmed
     confirmed_at: float = 0.0
     counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
+    counter_kinds: dict[int, FlowKind] = field(default_factory=dict)  # of each counter request
     meter_xids: set[int] = field(default_factory=set)
 
 
@@ -336,8 +337,10 @@ class AnantaManagerApp(app_manager.OSKenApp):
                         kind_cookie(kind), 0xFFFF << 48, parser.OFPMatch())
                     dp.set_xid(req)
                     session.counter_xids[req.xid] = {}
+                    session.counter_kinds[req.xid] = kind
                     dp.send_msg(req)
                 while len(session.counter_xids) > 16:  # never answered: forget
+                    session.counter_kinds.pop(next(iter(session.counter_xids)), None)
                     session.counter_xids.pop(next(iter(session.counter_xids)))
                 if session.target.bridge == "int" and self.meter_owner:
                     req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
@@ -438,8 +441,9 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 if _last_part(msg):
                     del session.counter_xids[msg.xid]
                     t = session.target
+                    kind = session.counter_kinds.pop(msg.xid, -1)
                     self.service.mux_watch.record_counters(t.node, t.bridge, counters,
-                                                           time.monotonic())
+                                                           time.monotonic(), kind)
                 return
             if session is None or "flows" not in session.pending:
                 return

@@ -5,6 +5,8 @@ leader learns it again within a second. `now` is passed in (monotonic seconds)."
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from ananta.controller.flows import FlowKind
 
@@ -16,7 +18,8 @@ Counters = dict[tuple[int, str], tuple[int, int]]  # (flow kind, owner) -> (pack
 class MuxWatch:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counters: dict[tuple[str, str], Counters] = {}  # (mux, bridge) -> counters
+        # (mux, bridge, flow kind asked for) -> counters: each request replaces its own
+        self.counters: dict[tuple[str, str, int], Counters] = {}
         self.drain_since: dict[str, float] = {}  # mux -> when its lease first said draining
         self.steer_seen: dict[str, tuple[int, float, float]] = {}  # packets, changed, read at
 
@@ -27,9 +30,13 @@ class MuxWatch:
             else:
                 self.drain_since.pop(mux, None)
 
-    def record_counters(self, mux: str, bridge: str, counters: Counters, now: float) -> None:
+    def record_counters(self, mux: str, bridge: str, counters: Counters, now: float,
+                        kind: int = -1) -> None:
+        """The counters of the flows of `kind` on the Mux's bridge (-1: of the one request
+        made of that bridge): they replace that request's last answer only (a bridge whose
+        counters are asked kind by kind keeps every kind's)."""
         with self.lock:
-            self.counters[(mux, bridge)] = counters
+            self.counters[(mux, bridge, kind)] = counters
             if bridge == "phy":
                 packets = sum(p for (kind, _), (p, _) in counters.items()
                               if kind == FlowKind.VIP_STEER)
@@ -49,7 +56,7 @@ class MuxWatch:
         quiet_from = max(since, changed)
         return read_at - quiet_from >= DRAIN_QUIET
 
-    def all_counters(self) -> dict[tuple[str, str], Counters]:
+    def all_counters(self) -> dict[tuple[str, str, int], Counters]:
         with self.lock:
             return dict(self.counters)
 
@@ -73,12 +80,12 @@ METRICS: dict[int, tuple[str, str, str]] = {
 }
 
 
-def counter_samples(counters: dict[tuple[str, str], Counters],
+def counter_samples(counters: Mapping[tuple[Any, ...], Counters],
                     ) -> dict[tuple[str, str, str], list[tuple[dict[str, str], int]]]:
     """Prometheus counter samples by (name, help, label kind): [(labels, value)]."""
     out: dict[tuple[str, str, str], list[tuple[dict[str, str], int]]] = {}
     fragments: dict[tuple[str, str], int] = {}  # (mux, step) -> packets
-    for (mux, _), by_flow in sorted(counters.items()):
+    for (mux, *_), by_flow in sorted(counters.items()):
         for (kind, owner), (packets, nbytes) in sorted(by_flow.items()):
             if kind == FlowKind.FRAGMENT or (kind, owner) == (METER_DROPS, FRAGMENT_METER_OWNER):
                 step = ("meter_dropped" if kind == METER_DROPS

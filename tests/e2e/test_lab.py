@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import yaml
 
-from ananta.topologies import lab
+from ananta.topologies import configs, lab
 from ananta.topologies.checks import serve_check
 
 VIP = "203.0.113.10"
@@ -52,6 +53,55 @@ def test_vip_served_by_all_backends_through_both_muxes_with_dsr(running_lab: Non
         print(diagnostics(plan))
     assert sorted(report.muxes_carrying) == ["mux1", "mux2"], report.mux_endpoint_packets
     assert report.dsr_ok(plan), report.vip_packets_leaving
+
+
+METRICS_SCRIPT = """
+import os, httpx
+for url in os.environ["URLS"].split():
+    r = httpx.get(url + "/metrics", headers={"Authorization": "Bearer " + os.environ["T"]})
+    print(r.text)
+"""
+
+
+def leader_metrics(plan: lab.LabPlan) -> dict[str, float]:
+    """Every replica's /metrics samples, summed by name and labels (the Muxes' counters are
+    on the leader alone)."""
+    managers = plan.by_role("manager")
+    with open(configs.secret_path(lab.RUN_DIR, "admin.token")) as fh:
+        env = {**os.environ, "T": fh.read().strip(),
+               "URLS": " ".join(configs.api_url(m) for m in managers)}
+    out = subprocess.run(["ip", "netns", "exec", managers[0].namespace, sys.executable, "-c",
+                          METRICS_SCRIPT], capture_output=True, text=True, env=env, timeout=30,
+                         check=True).stdout
+    samples: dict[str, float] = {}
+    for line in out.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+def test_metrics_count_each_endpoints_new_connections_on_every_mux(running_lab: None) -> None:
+    """/metrics has, per Mux, the endpoint's packets, bytes and new connections, and the
+    VIP's packets and no-endpoint drops (each kind of counted flow: one answer used to
+    replace the others)."""
+    plan, _ = lab.load_plan()
+
+    def new_connections() -> float:
+        return sum(v for k, v in leader_metrics(plan).items()
+                   if k.startswith(f'ananta_endpoint_new_connections_total{{endpoint="{VIP}:'))
+
+    before = new_connections()
+    report = serve_check(VIP, count=50)
+    assert report.failures == []
+    deadline = time.monotonic() + 10  # the leader reads the counters every second
+    while new_connections() < before + 50:
+        assert time.monotonic() < deadline, (before, leader_metrics(plan))
+        time.sleep(0.5)
+    names = {k.split("{")[0] for k in leader_metrics(plan)}
+    for kind in ("endpoint_packets", "endpoint_bytes", "vip_packets", "vip_bytes",
+                 "vip_dropped_packets", "mux_fragments_packets"):
+        assert f"ananta_{kind}_total" in names, sorted(names)
 
 
 def test_routers_hold_an_ecmp_route_over_both_muxes(running_lab: None) -> None:

@@ -72,3 +72,24 @@ def test_fragment_counters_are_summed_by_step_over_dips() -> None:
                        "meter_dropped": 3}
     limited = next(v for k, v in samples.items() if k[0] == "ananta_vip_rate_limited_packets")
     assert limited == [({"vip": "203.0.113.10", "mux": "mux1"}, 7)]  # not the fragment meter
+
+
+def test_each_kind_asked_of_a_bridge_keeps_its_own_counters() -> None:
+    """The leader asks a Mux's br-int for its counters kind by kind (endpoints, no-endpoint
+    drops, fragments): one kind's answer must not replace another's. (It did: /metrics
+    showed only whichever kind answered last.)"""
+    watch = MuxWatch()
+    watch.record_counters("mux1", "int", {(ENDPOINT, "203.0.113.10:tcp:80"): (9, 900)}, 0.0,
+                          ENDPOINT)
+    watch.record_counters("mux1", "int", {(NO_ENDPOINT, "203.0.113.10"): (1, 60)}, 0.0,
+                          NO_ENDPOINT)
+    watch.record_counters("mux1", "int", {(FlowKind.FRAGMENT, "to-agent"): (5, 0)}, 0.0,
+                          FlowKind.FRAGMENT)
+    watch.record_counters("mux1", "int", {(ENDPOINT, "203.0.113.10:tcp:80"): (12, 1200)}, 1.0,
+                          ENDPOINT)
+    names = {(name, tuple(sorted(labels.items()))): v for (name, _, _), rows in
+             counter_samples(watch.all_counters()).items() for labels, v in rows}
+    assert names[("ananta_endpoint_packets",
+                  (("endpoint", "203.0.113.10:tcp:80"), ("mux", "mux1")))] == 12
+    assert names[("ananta_vip_dropped_packets", (("mux", "mux1"), ("vip", "203.0.113.10")))] == 1
+    assert names[("ananta_mux_fragments_packets", (("mux", "mux1"), ("step", "steered")))] == 5
