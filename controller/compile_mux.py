@@ -110,12 +110,9 @@ TCP_SYN, TCP_ACK = 0x002, 0x010
 TRACKED = (CT_TRK, CT_TRK)
 
 
-def endpoint_key(vip: Vip, ep: Endpoint) -> str:
-    return f"{vip.address}:{ep.protocol}:{ep.port}"
-
-
-def group_id(vip: Vip, ep: Endpoint) -> int:
-    return stable_id(endpoint_key(vip, ep))
+def endpoint_key(address: str, protocol: str, port: int) -> str:
+    """An endpoint's name on the Mux: its flows' owner, and its group id's key."""
+    return f"{address}:{protocol}:{port}"
 
 
 MAX_METER_ID = 200_000  # OVS's userspace datapath has 262,144 meters
@@ -385,7 +382,7 @@ def vip_part(address: str, meter_id: int | None, endpoints: tuple[EndpointInputs
                   (), FlowKind.VIP_NO_ENDPOINT, address)}
     groups = set()
     for protocol, port, table, hosts in endpoints:
-        key = f"{address}:{protocol}:{port}"
+        key = endpoint_key(address, protocol, port)
         group, split = endpoint_selection(address, protocol, port, stable_id(key), table, hosts)
         groups.add(group)
         flows |= split
