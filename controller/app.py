@@ -118,8 +118,9 @@ class SwitchSession:
     retry_at: float = 0.0  # after a failed sync, when to try again (with a full dump)
     confirmed_generation: int = -1  # of the last sync the switch confirmed
     confirmed_at: float = 0.0
-    counter_xids: dict[int, dict[tuple[int, str], tuple[int, int]]] = field(default_factory=dict)
-    counter_kinds: dict[int, FlowKind] = field(default_factory=dict)  # of each counter request
+    # each counter request's xid -> the flow kind it asked for, and the counters answered
+    counter_xids: dict[int, tuple[FlowKind, dict[tuple[int, str], tuple[int, int]]]] = field(
+        default_factory=dict)
     meter_xids: set[int] = field(default_factory=set)
 
 
@@ -336,11 +337,9 @@ class AnantaManagerApp(app_manager.OSKenApp):
                         dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                         kind_cookie(kind), 0xFFFF << 48, parser.OFPMatch())
                     dp.set_xid(req)
-                    session.counter_xids[req.xid] = {}
-                    session.counter_kinds[req.xid] = kind
+                    session.counter_xids[req.xid] = (kind, {})
                     dp.send_msg(req)
                 while len(session.counter_xids) > 16:  # never answered: forget
-                    session.counter_kinds.pop(next(iter(session.counter_xids)), None)
                     session.counter_xids.pop(next(iter(session.counter_xids)))
                 if session.target.bridge == "int" and self.meter_owner:
                     req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
@@ -431,7 +430,7 @@ class AnantaManagerApp(app_manager.OSKenApp):
         with self.lock:
             session = self.sessions.get(msg.datapath.id)
             if session is not None and msg.xid in session.counter_xids:
-                counters = session.counter_xids[msg.xid]
+                kind, counters = session.counter_xids[msg.xid]
                 for s in msg.body:
                     stats = dict(s.stats.fields) if s.stats is not None else {}
                     owner = self.owner_of.get(s.cookie)
@@ -441,7 +440,6 @@ class AnantaManagerApp(app_manager.OSKenApp):
                 if _last_part(msg):
                     del session.counter_xids[msg.xid]
                     t = session.target
-                    kind = session.counter_kinds.pop(msg.xid, -1)
                     self.service.mux_watch.record_counters(t.node, t.bridge, counters,
                                                            time.monotonic(), kind)
                 return

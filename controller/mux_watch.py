@@ -38,8 +38,8 @@ class MuxWatch:
         with self.lock:
             self.counters[(mux, bridge, kind)] = counters
             if bridge == "phy":
-                packets = sum(p for (kind, _), (p, _) in counters.items()
-                              if kind == FlowKind.VIP_STEER)
+                packets = sum(p for (flow_kind, _), (p, _) in counters.items()
+                              if flow_kind == FlowKind.VIP_STEER)
                 last = self.steer_seen.get(mux)
                 changed = now if last is None or last[0] != packets else last[1]
                 self.steer_seen[mux] = (packets, changed, now)
